@@ -1,0 +1,149 @@
+import math
+
+import pytest
+import torch
+
+from ticketsearch.core.checkpoint import load_state, save_state
+from ticketsearch.core.data import prepare_data
+from ticketsearch.errors import UserError
+from ticketsearch.trainers import IMPTrainer, convergence, create_trainer
+from ticketsearch.trainers.imp import plan_phases
+
+from tiny import tiny_config
+
+TIMING = {"epoch_seconds", "eval_seconds", "examples_per_second"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return prepare_data("digits", "~/data", val_split=200, fraction=1.0)
+
+
+def comparable(records):
+    """Records without wall-clock fields, NaN as None so that equal records compare equal."""
+    return [{k: None if v != v else v for k, v in r.as_dict().items() if k not in TIMING} for r in records]
+
+
+def test_imp_on_digits_learns_and_prunes_to_the_expected_sparsity(digits):
+    config = tiny_config(**{"prune.rounds": 2, "prune.ratio": 0.5, "train.epochs": 3,
+                            "train.lr": 0.05, "train.schedule": "cosine", "model.width": 0.5})
+    trainer = create_trainer(config, digits)
+    records = list(trainer)
+    assert trainer.status == "completed"
+    assert [(r.round, r.phase) for r in records] == [(0, "dense")] * 3 + [(1, "find")] * 3 + [(2, "ticket")] * 3
+    assert [r.global_epoch for r in records] == list(range(1, 10))
+    prunable = sum(layer.weights for layer in trainer.sparsity_report())
+    for r in records:
+        # 1-(1-p)^R up to rounding (one weight)
+        assert r.sparsity == pytest.approx(1 - 0.5**r.round, abs=1 / prunable)
+    final = records[-1]
+    assert final.val_clean_acc > 0.6, "an adversarially trained ticket on digits is far above chance (0.1)"
+    assert 0 < final.val_robust_acc <= final.val_clean_acc
+    summary = trainer.summary()
+    assert summary["final_sparsity"] == pytest.approx(0.75, abs=1 / prunable)
+    assert 0.5 < summary["test_clean_acc"] <= 1 and summary["test_robust_acc"] <= summary["test_clean_acc"]
+    assert summary["robust_auc"] == pytest.approx(sum(r.val_robust_acc for r in records[-3:]) / 3)
+    # the dense round trains under the same regime, so it is the convergence reference
+    assert summary["target_robust_acc"] == records[2].val_robust_acc
+    assert summary["find_seconds"] == pytest.approx(sum(r.epoch_seconds for r in records[:6]))
+
+
+def test_find_regime_differs_adds_the_dense_baseline_under_the_final_regime(digits):
+    config = tiny_config(**{"prune.find_with": {"fgsm": {"eps": 0.1}}, "train.epochs": 1})
+    assert [(p.round, p.name, p.regime.kind) for p in plan_phases(config)] == [
+        (0, "dense", "fgsm"), (1, "ticket", "pgd"), (0, "baseline", "pgd")]
+    trainer = create_trainer(config, digits)
+    records = list(trainer)
+    assert records[0].guard_robust_acc == records[0].guard_robust_acc  # the FGSM guard ran
+    assert math.isnan(records[1].guard_robust_acc)  # and not under PGD
+    summary = trainer.summary()
+    assert summary["target_robust_acc"] == records[-1].val_robust_acc
+    assert summary["final_sparsity"] == pytest.approx(0.5, abs=1e-3)  # the ticket's, not the baseline's
+    assert convergence(records)["find_seconds"] == records[0].epoch_seconds
+
+
+def test_rewinding_restores_exact_surviving_values(digits):
+    for rewind in (0, 1):
+        config = tiny_config(**{"prune.rewind": rewind, "train.epochs": 2})
+        trainer = create_trainer(config, digits)
+        trainer.next_record()
+        trainer.next_record()  # end of round 0
+        saved = {k: v.clone() for k, v in trainer.rewind_state.items()}
+        if rewind == 0:
+            assert all(torch.equal(saved[k], trainer.init_state[k]) for k in saved)
+        trainer.next_record()  # round 1 starts: prune, rewind, train one epoch
+        assert trainer.phase.name == "ticket"
+        fresh = create_trainer(config, digits)
+        fresh.load_state_dict(trainer.state_dict())
+        fresh.model.load_state_dict(saved)
+        fresh.apply_mask()
+        for name, mask in trainer.mask.tensors.items():
+            rewound = dict(fresh.model.named_parameters())[name]
+            alive = mask.bool()
+            assert torch.equal(rewound[alive], saved[name][alive])
+            assert bool((rewound[~alive] == 0).all())
+
+
+def test_controls_keep_sparsity(digits):
+    for control in ("reinit", "random_mask"):
+        config = tiny_config(**{"prune.control": control, "train.epochs": 1})
+        plain = create_trainer(tiny_config(**{"train.epochs": 1}), digits)
+        trainer = create_trainer(config, digits)
+        list(plain), list(trainer)
+        assert trainer.records[-1].sparsity == plain.records[-1].sparsity
+        same = all(torch.equal(a, b) for a, b in zip(trainer.mask.tensors.values(), plain.mask.tensors.values()))
+        assert same == (control == "reinit")
+
+
+def test_resume_gives_the_same_records_as_an_uninterrupted_run(digits, tmp_path):
+    config = tiny_config(**{"prune.find_with": {"fgsm": {"eps": 0.1}}, "train.epochs": 2,
+                            "prune.rewind": 1, "train.schedule": "cosine"})
+    straight = create_trainer(config, digits)
+    expected = list(straight)
+    for stop_after in (1, 2, 5):  # mid-round, at a round boundary, during the baseline
+        first = create_trainer(config, digits)
+        for _ in range(stop_after):
+            first.next_record()
+        save_state(first.state_dict(), tmp_path / "state.pt")
+        del first
+        resumed = create_trainer(config, digits, state=load_state(tmp_path / "state.pt", config.content_hash()))
+        list(resumed)
+        assert comparable(resumed.records) == comparable(expected), f"stopped after {stop_after}"
+        assert resumed.test == straight.test
+
+
+def test_same_config_and_seed_reproduce(digits):
+    config = tiny_config(**{"prune.rounds": 0, "train.epochs": 1})
+    a, b = create_trainer(config, digits), create_trainer(config, digits)
+    assert comparable(list(a)) == comparable(list(b))
+    other = create_trainer(tiny_config(**{"prune.rounds": 0, "train.epochs": 1, "train.seed": 1}), digits)
+    assert comparable(list(other)) != comparable(a.records)
+
+
+def test_nan_loss_ends_the_trial_as_diverged(digits):
+    config = tiny_config(**{"train.lr": 1e12, "attack.train": "natural", "train.epochs": 3})
+    trainer = create_trainer(config, digits)
+    records = list(trainer)
+    assert trainer.status == "diverged"
+    assert len(records) < 6 and math.isnan(records[-1].train_loss)
+    assert trainer.summary()["status"] == "diverged"
+
+
+def test_checkpoint_errors(tmp_path, digits):
+    config = tiny_config()
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="corrupt.pt: not a readable torch file"):
+        load_state(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weight": torch.zeros(3)}, foreign)
+    with pytest.raises(UserError, match="not a ticketsearch trial state"):
+        load_state(foreign)
+    trainer = create_trainer(config, digits)
+    save_state(trainer.state_dict(), tmp_path / "ok.pt")
+    with pytest.raises(UserError, match="not this trial's"):
+        load_state(tmp_path / "ok.pt", tiny_config(**{"train.lr": 0.3}).content_hash())
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((tmp_path / "ok.pt").read_bytes()[:1000])
+    with pytest.raises(UserError, match="truncated.pt"):
+        load_state(truncated)

@@ -1,0 +1,5 @@
+import sys
+
+from ticketsearch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""The `ticketsearch` command: argument parsing and printing only.
+
+Bad input (a `UserError`) prints one line naming what was wrong and exits with code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from ticketsearch.errors import UserError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"ticketsearch: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("ticketsearch: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ticketsearch", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check a spec and print the trial it resolves to")
+    validate.add_argument("spec", help="search spec (YAML)")
+    _add_set(validate)
+    validate.set_defaults(handler=_validate)
+
+    train = commands.add_parser("train", help="run one trial of a spec (distributions at their defaults or --set)")
+    train.add_argument("spec", help="search spec (YAML)")
+    _add_set(train)
+    train.add_argument("--out", help="output directory (default: runs/<name>-<config hash>)")
+    train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    train.add_argument("--resume", action="store_true", help="continue the trial saved in --out")
+    train.set_defaults(handler=_train)
+    return parser
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="PATH=VALUE",
+        help="fix a spec field, e.g. --set train.lr=0.05 --set attack.train.eps=8/255 (repeatable)",
+    )
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ticketsearch.spec import load_spec, parse_overrides
+    from ticketsearch.trainers import check_config
+
+    spec = load_spec(args.spec, parse_overrides(args.set))
+    check_config(spec.default_trial)
+    print(f"spec {spec.source}: valid (name {spec.name}, spec hash {spec.content_hash()})")
+    if spec.space:
+        print("search space:")
+        for path, d in spec.space.items():
+            print(f"  {path}: {d.kind} {list(d.args)} (default {d.default!r})")
+    print(f"trial at the defaults (config hash {spec.default_trial.content_hash()}):")
+    print(yaml.safe_dump(spec.default_trial.to_dict(), sort_keys=False).rstrip())
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ticketsearch.spec import load_spec, parse_overrides
+    from ticketsearch.single_trial import run_one_trial
+
+    spec = load_spec(args.spec, parse_overrides(args.set))
+    run_one_trial(spec.default_trial, out=args.out, device=args.device, threads=args.threads,
+                  resume=args.resume, echo=print)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Threat models through torchattacks: natural, FGSM with random start, PGD-k, AutoAttack.
+
+Images are in [0, 1] and normalisation lives inside the model, so eps and step sizes are in pixel
+units (8/255 is the CIFAR standard) and torchattacks needs no normalisation settings of its own.
+torchattacks runs its attack passes in eval mode and restores the model's mode afterwards, so batch
+norm statistics are not updated by adversarial search steps.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+import torchattacks
+from torch import Tensor, nn
+
+from ticketsearch.registry import Registry
+from ticketsearch.spec import AttackConfig
+
+
+class Perturb(Protocol):
+    def __call__(self, images: Tensor, labels: Tensor) -> Tensor: ...
+
+
+AttackBuilder = Callable[[nn.Module, AttackConfig, int], Perturb]
+ATTACKS: Registry[AttackBuilder] = Registry("attack")
+
+
+@ATTACKS.register("natural")
+def natural(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
+    """No attack: the images themselves (natural training and clean evaluation)."""
+    return lambda images, labels: images
+
+
+@ATTACKS.register("fgsm")
+def fgsm_random_start(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
+    """FGSM from a uniform random start in the eps-ball, step alpha (Wong, Rice & Kolter 2020)."""
+    if not config.random_start:
+        return torchattacks.FGSM(model, eps=config.eps)
+    return torchattacks.FFGSM(model, eps=config.eps, alpha=config.step_size)
+
+
+@ATTACKS.register("pgd")
+def pgd(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
+    """L-inf PGD with `steps` steps of size alpha, optionally from a random start (Madry et al. 2018)."""
+    return torchattacks.PGD(
+        model, eps=config.eps, alpha=config.step_size, steps=config.steps, random_start=config.random_start
+    )
+
+
+@ATTACKS.register("autoattack")
+def autoattack(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
+    """AutoAttack, standard version (Croce & Hein 2020): APGD-CE, APGD-T, FAB-T, Square. Evaluation only."""
+    return torchattacks.AutoAttack(model, norm="Linf", eps=config.eps, version="standard", n_classes=num_classes, seed=0)
+
+
+def build_attack(model: nn.Module, config: AttackConfig, num_classes: int, field: str) -> Perturb:
+    return ATTACKS.get(config.kind, field=f"{field}.kind")(model, config, num_classes)
+
+
+def is_adversarial(config: AttackConfig) -> bool:
+    return config.kind != "natural" and config.eps > 0
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, images: Tensor) -> Tensor:
+    return model(images).argmax(dim=1)

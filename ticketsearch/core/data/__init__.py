@@ -1,0 +1,30 @@
+"""Data: registered data sets loaded as uint8 tensors, stratified splits, batch augmentation."""
+
+# Importing the source modules registers their data sets in DATASETS. This package file runs before
+# any of its modules, so `load_raw` always sees every data set.
+from ticketsearch.core.data import digits, torchvision_sets  # noqa: F401
+from ticketsearch.core.data.augment import augment_batch, to_float
+from ticketsearch.core.data.bundle import DataBundle, load_cache, prepare_data
+from ticketsearch.core.data.datasets import (
+    DATASETS,
+    DatasetInfo,
+    RawDataset,
+    dataset_info,
+    load_raw,
+)
+from ticketsearch.core.data.splits import stratified_split, stratified_subset
+
+__all__ = [
+    "DATASETS",
+    "DataBundle",
+    "DatasetInfo",
+    "RawDataset",
+    "augment_batch",
+    "dataset_info",
+    "load_cache",
+    "load_raw",
+    "prepare_data",
+    "stratified_split",
+    "stratified_subset",
+    "to_float",
+]

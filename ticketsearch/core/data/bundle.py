@@ -1,0 +1,74 @@
+"""The tensors one trial trains, selects and tests on: train / validation / test, all uint8 images.
+
+The validation split is held out of the official training data and is what the search objective
+sees; the official test split is evaluated only for finished tickets. Data-limited runs then train
+on a stratified `fraction` of what remains; the validation split does not depend on the fraction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ticketsearch.core.data.datasets import DatasetInfo, RawDataset, load_raw
+from ticketsearch.core.data.splits import stratified_split, stratified_subset
+
+
+@dataclass
+class DataBundle:
+    train_x: Tensor  # uint8 N x C x H x W
+    train_y: Tensor  # int64 N
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    info: DatasetInfo
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        """A bundle with every tensor on `device` (dtypes unchanged: images stay uint8)."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        return replace(self, **moved)
+
+
+# Raw data sets already read in this process, keyed by (name, resolved root): several trials run in
+# one worker process read the files once. A plain dict, never evicted; clear() it to free memory.
+load_cache: dict[tuple[str, str], RawDataset] = {}
+
+
+def prepare_data(
+    dataset: str,
+    root: str,
+    *,
+    val_split: int | float,
+    fraction: float,
+    split_seed: int = 0,
+    download: bool = True,
+) -> DataBundle:
+    """Load `dataset` and split it.
+
+    val_split: validation examples held out of the training data, a count or a fraction in (0, 1).
+    fraction: share in (0, 1] of the remaining training data to train on (stratified).
+    split_seed: seeds both splits; the same seed gives the same indices everywhere.
+    """
+    key = (dataset, str(Path(root).expanduser().resolve()))
+    if key not in load_cache:
+        load_cache[key] = load_raw(dataset, root, download)
+    raw = load_cache[key]
+    keep, held = stratified_split(raw.train_y, val_split, split_seed)
+    train = keep[stratified_subset(raw.train_y[keep], fraction, split_seed)]
+    return DataBundle(
+        train_x=raw.train_x[train],
+        train_y=raw.train_y[train],
+        val_x=raw.train_x[held],
+        val_y=raw.train_y[held],
+        test_x=raw.test_x,
+        test_y=raw.test_y,
+        info=raw.info,
+    )

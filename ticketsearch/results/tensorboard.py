@@ -1,0 +1,42 @@
+"""TensorBoard scalars for one trial, against the global epoch (the time axis of every round)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+from ticketsearch.trainers.records import EpochRecord
+
+# Scalar tag -> EpochRecord field. Accuracies are fractions in [0, 1]; seconds are wall time.
+SCALARS = {
+    "val/robust_acc": "val_robust_acc",
+    "val/clean_acc": "val_clean_acc",
+    "val/robust_auc": "robust_auc",
+    "train/loss": "train_loss",
+    "train/acc": "train_acc",
+    "sparsity": "sparsity",
+    "lr": "lr",
+    "round": "round",
+    "time/epoch_seconds": "epoch_seconds",
+    "time/examples_per_second": "examples_per_second",
+    "guard/robust_acc": "guard_robust_acc",
+}
+
+
+class TrialWriter:
+    """One TensorBoard run per trial: `<out>/tensorboard/<trial_id>/`."""
+
+    def __init__(self, out: str | Path, trial_id: str):
+        self.writer = SummaryWriter(log_dir=str(Path(out) / "tensorboard" / trial_id))
+
+    def add_record(self, record: EpochRecord) -> None:
+        for tag, field in SCALARS.items():
+            value = float(getattr(record, field))
+            if not math.isnan(value):
+                self.writer.add_scalar(tag, value, global_step=record.global_epoch)
+        self.writer.flush()  # visible in TensorBoard while the trial runs
+
+    def close(self) -> None:
+        self.writer.close()

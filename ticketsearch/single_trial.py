@@ -1,0 +1,111 @@
+"""`ticketsearch train`: one trial in this process, without Ray, with its results on disk.
+
+Writes into the output directory, after every epoch: `epochs/<trial_id>.parquet` (all records so
+far), `tensorboard/<trial_id>/` scalars and `checkpoint.pt` (the trial state, so `--resume`
+continues); at the end `trials.parquet` (the one-row summary) and `config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import torch
+
+from ticketsearch.core.checkpoint import load_state, save_state
+from ticketsearch.errors import UserError
+from ticketsearch.results.parquet import flatten, write_table_atomic, write_trial_epochs
+from ticketsearch.results.tensorboard import TrialWriter
+from ticketsearch.spec import TrialConfig
+from ticketsearch.trainers import EpochRecord, create_trainer
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device: {name} asked for but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def trial_id_for(config: TrialConfig) -> str:
+    return f"{config.name}-{config.content_hash()}"
+
+
+def run_one_trial(
+    config: TrialConfig,
+    *,
+    out: str | Path | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    resume: bool = False,
+    echo: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    trial_id = trial_id_for(config)
+    out = Path(out) if out else Path("runs") / trial_id
+    checkpoint = out / "checkpoint.pt"
+    if threads:
+        torch.set_num_threads(threads)
+    state = None
+    if resume:
+        if not checkpoint.is_file():
+            raise UserError(f"--resume: {checkpoint} does not exist; run without --resume to start the trial")
+        state = load_state(checkpoint, config.content_hash())
+    elif checkpoint.exists():
+        raise UserError(f"--out: {out} already holds a trial; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    started = time.time()
+    trainer = create_trainer(config, device=resolve_device(device), state=state)
+    echo(f"trial {trial_id}: {config.model.arch} width {config.model.width:g} on {config.data.dataset}, "
+         f"{len(trainer.phases)} rounds/phases, device {trainer.device}, out {out}")
+    writer = TrialWriter(out, trial_id)
+    try:
+        for record in trainer:
+            writer.add_record(record)
+            write_trial_epochs(out, trial_id, trainer.records)
+            save_state(trainer.state_dict(), checkpoint)
+            echo(format_record(record, trainer.phase.epochs if not trainer.done else record.epoch))
+    finally:
+        writer.close()
+    summary = {"trial_id": trial_id, "seed": config.train.seed, **trainer.summary(),
+               "wall_seconds": time.time() - started, **flatten(config.to_dict())}
+    write_table_atomic(pa.Table.from_pylist([summary]), out / "trials.parquet")
+    echo(format_summary(summary, trainer.sparsity_report(), out))
+    return summary
+
+
+def format_record(r: EpochRecord, epochs_in_round: int) -> str:
+    guard = f"  guard {r.guard_robust_acc:.1%}" + (f" FIRED ({r.guard_action})" if r.guard_fired else "") \
+        if r.guard_robust_acc == r.guard_robust_acc else ""
+    return (f"round {r.round} {r.phase:<8} epoch {r.epoch:>3}  sparsity {r.sparsity:6.2%}  lr {r.lr:.4f}  "
+            f"loss {r.train_loss:.3f}  train {r.train_acc:6.1%}  val clean {r.val_clean_acc:6.1%}  "
+            f"robust {r.val_robust_acc:6.1%}  auc {r.robust_auc:6.1%}  {r.epoch_seconds:5.1f}s  "
+            f"{r.examples_per_second:6.0f} ex/s{guard}")
+
+
+def format_summary(summary: dict[str, Any], layers, out: Path) -> str:
+    lines = [f"status {summary['status']} after {summary['epochs_trained']} epochs "
+             f"({summary['train_seconds']:.1f}s training)"]
+    lines.append(f"final ticket: sparsity {summary['final_sparsity']:.2%}, val clean {summary['final_val_clean_acc']:.1%}, "
+                 f"val robust {summary['final_val_robust_acc']:.1%}, robust_auc {summary['robust_auc']:.1%}")
+    if "test_clean_acc" in summary:
+        auto = f", AutoAttack {summary['test_autoattack_acc']:.1%}" if "test_autoattack_acc" in summary else ""
+        lines.append(f"test split: clean {summary['test_clean_acc']:.1%}, robust {summary['test_robust_acc']:.1%}{auto}")
+    if summary.get("target_robust_acc") == summary.get("target_robust_acc"):
+        lines.append(
+            f"convergence: dense reaches {summary['target_robust_acc']:.1%} robust in {summary['dense_epochs_to_target']:g} "
+            f"epochs; the ticket in {summary['ticket_epochs_to_target']:g} epochs; speed-up incl. finding "
+            f"{summary['speedup']:.2f}x")
+    lines.append("per-layer sparsity:")
+    lines += [f"  {layer.name:<40} {layer.remaining:>9}/{layer.weights:<9} {layer.sparsity:7.2%}" for layer in layers]
+    lines.append(f"results: {out}/epochs/*.parquet, {out}/trials.parquet, tensorboard --logdir {out}/tensorboard")
+    return "\n".join(lines)

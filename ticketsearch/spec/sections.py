@@ -1,0 +1,249 @@
+"""The validated, frozen description of one trial: one pydantic model per spec section.
+
+Every section forbids unknown keys, so a typo fails naming its path. Numbers accept the spec's
+spellings (`1e-3`, `8/255`). Single-key shorthands read the way papers write settings:
+`schedule: {cosine: {warmup_epochs: 2}}`, `train: {pgd: {eps: 8/255, alpha: 2/255, steps: 10}}`,
+`trainer: imp`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from ticketsearch.spec.yaml_io import parse_number
+
+Float = Annotated[float, BeforeValidator(parse_number)]
+EPS_8 = 8 / 255
+EPS_2 = 2 / 255
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _single_key_form(field: str) -> Any:
+    """`{name: {options}}` or `name` -> `{field: name, **options}`; full form passes through."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, str):
+            return {field: value}
+        if isinstance(value, dict) and len(value) == 1 and field not in value:
+            ((name, options),) = value.items()
+            if options is None or isinstance(options, dict):
+                return {field: name, **(options or {})}
+        return value
+
+    return convert
+
+
+class DataSection(Section):
+    dataset: str
+    root: str = "~/data"
+    # Held out of the training data for the search objective: a count (>= 1) or a fraction (< 1).
+    val_split: Annotated[int | float, BeforeValidator(parse_number), Field(gt=0)] = 0.1
+    # Stratified share of the remaining training data (0.01 and 0.1 for data-limited runs).
+    fraction: Float = Field(1.0, gt=0, le=1)
+    download: bool = True
+    # Seeds the validation split and the fraction; kept apart from train.seed so every trial of a
+    # search sees the same validation set.
+    split_seed: int = 0
+    # The data set's standard augmentation (CIFAR: pad-4 crop and flip); false trains on raw images.
+    augment: bool = True
+
+
+class ModelSection(Section):
+    arch: str
+    width: Float = Field(1.0, gt=0)
+    depth: int | None = Field(None, ge=1)
+
+
+class Schedule(BaseModel):
+    """Learning rate against training progress within one round, updated every step.
+
+    constant; cosine (to zero, after `warmup_epochs` of linear warm-up); step (times `gamma` at each
+    epoch in `milestones`); cyclic (Wong et al. 2020's triangle: up to lr at `peak` of the round, down
+    to zero at its end).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["constant", "cosine", "step", "cyclic"]
+    warmup_epochs: Float = Field(0.0, ge=0)
+    milestones: tuple[int, ...] = ()
+    gamma: Float = Field(0.1, gt=0)
+    peak: Float = Field(0.4, gt=0, lt=1)
+
+
+class TrainSection(Section):
+    epochs: int = Field(ge=1)  # per IMP round
+    batch_size: int = Field(128, ge=1)
+    lr: Float = Field(gt=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    weight_decay: Float = Field(5e-4, ge=0)
+    nesterov: bool = False
+    schedule: Annotated[Schedule, BeforeValidator(_single_key_form("kind"))] = Schedule(kind="cosine")
+    seed: int = 0
+    # Validation examples evaluated (clean and under attack.eval) after every epoch: a fixed subset,
+    # so epochs are comparable and the cost is bounded.
+    eval_examples: int = Field(1000, ge=1)
+    eval_batch_size: int = Field(500, ge=1)
+    # Test examples evaluated once for a finished ticket (0 = the whole test split).
+    test_examples: int = Field(0, ge=0)
+
+
+class AttackConfig(BaseModel):
+    """One threat model: `natural`, `fgsm` (FGSM with random start), `pgd`, `autoattack` (eval only).
+
+    eps and alpha are in pixel units of [0, 1] images (8/255 is the CIFAR standard). alpha defaults to
+    eps/4 for PGD and 1.25 eps for FGSM with random start (Wong et al. 2020).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: str
+    eps: Float = Field(EPS_8, ge=0)
+    alpha: Float | None = Field(None, gt=0)
+    steps: int = Field(10, ge=1)
+    random_start: bool = True
+
+    @property
+    def step_size(self) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        return 1.25 * self.eps if self.kind == "fgsm" else self.eps / 4
+
+    def describe(self) -> str:
+        if self.kind == "natural":
+            return "natural"
+        steps = f"-{self.steps}" if self.kind == "pgd" else ""
+        return f"{self.kind}{steps} eps={self.eps * 255:.3g}/255"
+
+
+AttackField = Annotated[AttackConfig, BeforeValidator(_single_key_form("kind"))]
+
+
+class GuardSection(Section):
+    """Catastrophic-overfitting guard for FGSM training (Wong et al. 2020, section 5).
+
+    After each epoch a PGD attack (attack.eval's threat model, `steps` steps) runs on one fixed batch of
+    `examples` training images. When its robust accuracy falls more than `drop` (absolute) below the
+    best seen this round, the guard fires: `rollback` restores the previous epoch's weights and ends
+    the round, `stop` ends the round as it is, `record` only marks the record.
+    """
+
+    enabled: Literal["auto", "on", "off"] = "auto"  # auto: on when the regime is fgsm
+    examples: int = Field(256, ge=1)
+    steps: int = Field(10, ge=1)
+    drop: Float = Field(0.2, gt=0, le=1)
+    action: Literal["rollback", "stop", "record"] = "rollback"
+
+
+class AttackSection(Section):
+    train: AttackField = AttackConfig(kind="pgd", eps=EPS_8, alpha=EPS_2, steps=10)
+    eval: AttackField = AttackConfig(kind="pgd", eps=EPS_8, alpha=EPS_2, steps=20)
+    test_autoattack: bool = False  # AutoAttack (standard) on the test split of the finished ticket
+    guard: GuardSection = GuardSection()
+
+
+class PruneSection(Section):
+    """Iterative magnitude pruning: `rounds` rounds of pruning `ratio` of the remaining weights.
+
+    Sparsity after R rounds is 1-(1-ratio)^R. Round 0 trains the dense network. `rewind` is `init`
+    (epoch 0) or an epoch k of the dense round. `find_with` is the regime used while finding the
+    ticket (rounds 0..R-1); the final ticket (round R) trains under attack.train.
+    """
+
+    ratio: Float = Field(0.2, ge=0, lt=1)
+    rounds: int = Field(1, ge=0)
+    scope: Literal["global", "layerwise"] = "global"
+    rewind: Annotated[int, BeforeValidator(lambda v: 0 if v == "init" else v), Field(ge=0)] = 0
+    # Parameter names (fnmatch patterns on module names) kept dense; `first_conv` and `classifier`
+    # name those layers whatever the architecture calls them.
+    exclude: tuple[str, ...] = ()
+    find_with: AttackField | None = None
+    find_epochs: int | None = Field(None, ge=1)
+    find_lr: Float | None = Field(None, gt=0)
+    # Standard controls: the same mask with a fresh random init; a random mask of the same sparsity.
+    control: Literal["none", "reinit", "random_mask"] = "none"
+
+    def sparsity_after(self, rounds: int) -> float:
+        return 1 - (1 - self.ratio) ** rounds
+
+
+class TrainerSection(Section):
+    name: str = "imp"
+    # Train the dense network under the final regime too when find_with differs from attack.train,
+    # so that the ticket's convergence can be compared with it in the same trial.
+    dense_baseline: bool = True
+    test_eval: bool = True  # evaluate the finished ticket on the test split
+
+
+class ObjectiveSection(Section):
+    metric: str = "robust_auc"
+    mode: Literal["max", "min"] = "max"
+
+
+class SchedulerSection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["asha", "fifo"]
+    grace_period: int = Field(2, ge=1)  # epochs, counting all IMP rounds
+    reduction_factor: Float = Field(3, gt=1)
+    max_t: int | None = Field(None, ge=1)  # epochs; default: the trial's total epochs
+
+
+class SearchSection(Section):
+    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    scheduler: Annotated[SchedulerSection, BeforeValidator(_single_key_form("kind"))] = SchedulerSection(
+        kind="fifo"
+    )
+    seed: int = 0
+    max_failures: int = Field(2, ge=0)  # retries of a trial that fails (a lost node, an error)
+    keep_checkpoints: int = Field(2, ge=1)  # per trial
+
+
+class ResourcesSection(Section):
+    cpu: Float = Field(1, gt=0)
+    gpu: Float = Field(0, ge=0)
+
+
+class TrialConfig(Section):
+    """A whole spec with every leaf fixed: what one trial runs."""
+
+    name: str = "ticketsearch"
+    trainer: Annotated[TrainerSection, BeforeValidator(_single_key_form("name"))] = TrainerSection()
+    data: DataSection
+    model: ModelSection
+    train: TrainSection
+    attack: AttackSection = AttackSection()
+    prune: PruneSection = PruneSection()
+    objective: ObjectiveSection = ObjectiveSection()
+    search: SearchSection = SearchSection()
+    resources: ResourcesSection = ResourcesSection()
+
+    @model_validator(mode="after")
+    def _rewind_within_dense_round(self) -> "TrialConfig":
+        if self.prune.rewind > self.find_epochs:
+            raise ValueError(
+                f"prune.rewind: epoch {self.prune.rewind} is past the dense round's {self.find_epochs} epochs"
+            )
+        return self
+
+    @property
+    def find_regime(self) -> AttackConfig:
+        return self.prune.find_with or self.attack.train
+
+    @property
+    def find_epochs(self) -> int:
+        return self.prune.find_epochs or self.train.epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def content_hash(self) -> str:
+        """12 hex digits naming this exact configuration (seed included)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
