@@ -6,6 +6,7 @@ Bad input (a `UserError`) prints one line naming what was wrong and exits with c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -23,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ticketsearch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ticketsearch validate x | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ticketsearch.core.attacks import ATTACKS
-from ticketsearch.core.data import DATASETS
-from ticketsearch.core.models import MODELS
+import torch
+
+from ticketsearch.core.data import DATASETS, dataset_info
+from ticketsearch.core.models import MODELS, create_model
+from ticketsearch.core.pruning import prunable_weights
 from ticketsearch.errors import UserError
 from ticketsearch.registry import Registry
 from ticketsearch.spec import TrialConfig
@@ -32,6 +35,13 @@ def check_config(config: TrialConfig) -> None:
                           ("prune.find_with", config.prune.find_with)):
         if attack is not None:
             ATTACKS.get(attack.kind, field=f"{field}.kind")
+    # Build the model on the meta device (no memory, no compute) so width, depth and exclusions are
+    # checked before any data is read.
+    info = dataset_info(config.data.dataset)
+    with torch.device("meta"):
+        model = create_model(config.model.arch, width=config.model.width, depth=config.model.depth,
+                             num_classes=info.num_classes, in_channels=info.channels, mean=info.mean, std=info.std)
+    prunable_weights(model, config.prune.exclude)
     if config.attack.train.kind == "autoattack" or (config.prune.find_with and config.prune.find_with.kind == "autoattack"):
         raise UserError("attack.train.kind: autoattack is for evaluation only; train with natural, fgsm or pgd")
 
