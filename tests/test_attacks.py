@@ -26,11 +26,12 @@ def trained():
     return net.eval(), data
 
 
-@pytest.mark.parametrize("kind", [k for k in ATTACKS.names() if k != "autoattack"] + ["autoattack"])
+@pytest.mark.parametrize("kind", ATTACKS.names())
 def test_adversarial_examples_stay_in_the_eps_ball_and_in_range(trained, kind):
     net, data = trained
-    eps = 0.1
-    count = 4 if kind == "autoattack" else 32  # AutoAttack's Square runs 5,000 queries per robust image
+    # AutoAttack runs FAB and Square (5,000 queries) on every image still robust after APGD: at
+    # eps 0.3 APGD breaks all four images of this undefended net, so the test stays fast.
+    count, eps = (4, 0.3) if kind == "autoattack" else (32, 0.1)
     x = data.val_x[:count].float() / 255
     y = data.val_y[:count]
     attack = build_attack(net, AttackConfig(kind=kind, eps=eps, steps=3), 10, "attack.eval")

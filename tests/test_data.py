@@ -218,6 +218,7 @@ def test_stratified_subset_empty_class_names_fraction_that_works():
 
 @pytest.fixture
 def cifar_root(tmp_path):
+    load_cache.clear()  # other test modules may have cached digits in this process
     write_cifar10(tmp_path, n_train=300, n_test=30)
     yield tmp_path
     load_cache.clear()

@@ -22,7 +22,13 @@ def make(arch: str, width: float = 0.25, in_channels: int = 3, **kwargs) -> Imag
         kwargs.setdefault("depth", 16)
     mean, std = (MEAN3, STD3) if in_channels == 3 else ((0.5,) * in_channels, (0.3,) * in_channels)
     return create_model(
-        arch, width=width, num_classes=NUM_CLASSES, in_channels=in_channels, mean=mean, std=std, **kwargs
+        arch,
+        width=width,
+        num_classes=NUM_CLASSES,
+        in_channels=in_channels,
+        mean=mean,
+        std=std,
+        **kwargs,
     )
 
 
@@ -56,8 +62,11 @@ def test_small_single_channel_inputs(arch, size):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_channels_last_matches_contiguous(arch):
+    # Width 0.5, not 0.25: on CPU, torch 2.15's oneDNN corrupts the heap (crash or hang) computing
+    # the weight gradient of a channels_last 1x1 stride-2 conv with fewer than 8 input channels,
+    # which the resnets' projection shortcuts have at width 0.25.
     torch.manual_seed(0)
-    model = make(arch)
+    model = make(arch, width=0.5)
     x = torch.rand(2, 3, 32, 32)
     model.eval()
     with torch.no_grad():
@@ -162,7 +171,9 @@ def test_unknown_arch_lists_known_names():
 
 
 def test_width_with_no_channels_is_rejected():
-    with pytest.raises(UserError, match=r"model\.width: 0\.01 gives no channels.*at least 0\.03125"):
+    with pytest.raises(
+        UserError, match=r"model\.width: 0\.01 gives no channels.*at least 0\.03125"
+    ):
         make("resnet20", width=0.01)
 
 

@@ -32,7 +32,14 @@ from ticketsearch.core.models import (  # noqa: E402, F401
     wide_resnet,
 )
 
-__all__ = ["MODELS", "ImageClassifier", "Normalize", "count_parameters", "create_model", "scale_channels"]
+__all__ = [
+    "MODELS",
+    "ImageClassifier",
+    "Normalize",
+    "count_parameters",
+    "create_model",
+    "scale_channels",
+]
 
 
 class ImageClassifier(nn.Module):
@@ -55,7 +62,9 @@ class ImageClassifier(nn.Module):
     def replace_classifier(self, num_classes: int) -> nn.Linear:
         """Put a freshly initialised linear layer with `num_classes` outputs in place (transfer)."""
         old = self.body.classifier
-        new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+        new = nn.Linear(
+            old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype
+        )
         self.body.classifier = new
         return new
 

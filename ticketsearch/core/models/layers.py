@@ -14,15 +14,17 @@ from ticketsearch.errors import UserError
 class Normalize(nn.Module):
     """`(x - mean) / std` per channel, so the model takes images in [0, 1].
 
-    Keeping normalisation inside the model lets adversarial attacks work in pixel space (eps = 8/255
-    means 8 grey levels) without telling the attack about the data set's statistics. mean and std are
+    Keeping normalisation inside the model lets adversarial attacks work in pixel space
+    (eps = 8/255 means 8 grey levels) without knowing the data set's statistics. mean and std are
     persistent buffers shaped (1, C, 1, 1): they travel with state dicts and `.to(device)`, and
     broadcasting works for both contiguous and channels_last inputs.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        )
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,8 +72,8 @@ def reject_depth(arch: str, depth: int | None) -> None:
 def init_weights(model: nn.Module) -> None:
     """He et al. 2015 init for convs (fan_out, relu), BN as identity, PyTorch's default for linear.
 
-    Linear layers keep `nn.Linear.reset_parameters` (uniform, bound 1/sqrt(fan_in)), the usual choice
-    in the CIFAR reference implementations.
+    Linear layers keep `nn.Linear.reset_parameters` (uniform, bound 1/sqrt(fan_in)), the usual
+    choice in the CIFAR reference implementations.
     """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -91,5 +93,9 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 
 
 def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    """1x1 projection convolution without bias, for shortcuts that change shape."""
+    """1x1 projection convolution without bias, for shortcuts that change shape.
+
+    Known bug (torch 2.15, CPU, oneDNN 3.13): with channels_last inputs, stride 2 and fewer than 8
+    input channels, the weight gradient corrupts the heap (crash or hang). CUDA is not affected.
+    """
     return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)

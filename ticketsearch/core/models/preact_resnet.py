@@ -13,7 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ticketsearch.core.models import MODELS
-from ticketsearch.core.models.layers import conv1x1, conv3x3, init_weights, reject_depth, scale_channels
+from ticketsearch.core.models.layers import (
+    conv1x1,
+    conv3x3,
+    init_weights,
+    reject_depth,
+    scale_channels,
+)
 
 
 class PreActBlock(nn.Module):
@@ -63,6 +69,8 @@ class PreActResNet18(nn.Module):
 
 
 @MODELS.register("preact_resnet18")
-def preact_resnet18(*, width: float, num_classes: int, in_channels: int, depth: int | None) -> nn.Module:
+def preact_resnet18(
+    *, width: float, num_classes: int, in_channels: int, depth: int | None
+) -> nn.Module:
     reject_depth("preact_resnet18", depth)
     return PreActResNet18(width, num_classes, in_channels)

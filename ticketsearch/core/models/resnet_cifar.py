@@ -13,7 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ticketsearch.core.models import MODELS
-from ticketsearch.core.models.layers import conv1x1, conv3x3, init_weights, reject_depth, scale_channels
+from ticketsearch.core.models.layers import (
+    conv1x1,
+    conv3x3,
+    init_weights,
+    reject_depth,
+    scale_channels,
+)
 
 
 class BasicBlock(nn.Module):

@@ -31,7 +31,11 @@ class VGG(nn.Module):
                 layers.append(nn.MaxPool2d(2, stride=2, ceil_mode=True))
             else:
                 channels = scale_channels(int(item), width)
-                layers += [conv3x3(previous, channels), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+                layers += [
+                    conv3x3(previous, channels),
+                    nn.BatchNorm2d(channels),
+                    nn.ReLU(inplace=True),
+                ]
                 previous = channels
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -47,7 +47,9 @@ class WideResNet(nn.Module):
 
 
 @MODELS.register("wide_resnet")
-def wide_resnet(*, width: float, num_classes: int, in_channels: int, depth: int | None) -> nn.Module:
+def wide_resnet(
+    *, width: float, num_classes: int, in_channels: int, depth: int | None
+) -> nn.Module:
     depth = DEFAULT_DEPTH if depth is None else depth
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6 != 0:
         raise UserError(
