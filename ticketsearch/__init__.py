@@ -1,1 +1,3 @@
-"""ticketsearch."""
+"""ticketsearch: search for sparse, adversarially robust, fast-converging lottery tickets."""
+
+__version__ = "0.1.0"

@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     train.add_argument("--resume", action="store_true", help="continue the trial saved in --out")
     train.set_defaults(handler=_train)
+
+    run = commands.add_parser("run", help="run a search spec as Ray Tune trials (embedded Ray or a cluster)")
+    run.add_argument("spec", help="search spec (YAML)")
+    _add_set(run)
+    run.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: start Ray here)")
+    run.add_argument("--out", help="output directory (default: runs/<name>-<spec hash>)")
+    run.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
+    run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    run.set_defaults(handler=_run)
     return parser
 
 
@@ -81,6 +90,15 @@ def _train(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, parse_overrides(args.set))
     run_one_trial(spec.default_trial, out=args.out, device=args.device, threads=args.threads,
                   resume=args.resume, echo=print)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ticketsearch.search.driver import run_search
+    from ticketsearch.spec import load_spec, parse_overrides
+
+    spec = load_spec(args.spec, parse_overrides(args.set))
+    run_search(spec, out=args.out, address=args.address, resume=args.resume, num_cpus=args.num_cpus, echo=print)
     return 0
 
 

@@ -92,10 +92,25 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
 
 
-def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    """1x1 projection convolution without bias, for shortcuts that change shape.
+class Projection(nn.Module):
+    """The 1x1 strided convolution (no bias) of a shortcut that changes shape.
 
-    Known bug (torch 2.15, CPU, oneDNN 3.13): with channels_last inputs, stride 2 and fewer than 8
-    input channels, the weight gradient corrupts the heap (crash or hang). CUDA is not affected.
+    Computed as subsample-then-1x1-conv, the same function as `nn.Conv2d(in, out, 1, stride=s)`
+    (a 1x1 kernel with stride s reads x[..., ::s, ::s]). Why not that conv: on CPU, torch 2.15's
+    oneDNN (3.13) corrupts the heap (crash or hang) computing the weight gradient of a channels_last
+    1x1 stride-2 conv with fewer than 8 input channels, which the resnets have below width 0.5.
+    The weight is `self.conv.weight`, an ordinary nn.Conv2d.
     """
-    return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return self.conv(x)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"

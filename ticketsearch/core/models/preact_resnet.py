@@ -14,7 +14,7 @@ from torch import nn
 
 from ticketsearch.core.models import MODELS
 from ticketsearch.core.models.layers import (
-    conv1x1,
+    Projection,
     conv3x3,
     init_weights,
     reject_depth,
@@ -33,7 +33,7 @@ class PreActBlock(nn.Module):
         self.conv2 = conv3x3(out_channels, out_channels)
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = conv1x1(in_channels, out_channels, stride)
+            self.shortcut = Projection(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = F.relu(self.bn1(x))

@@ -14,7 +14,7 @@ from torch import nn
 
 from ticketsearch.core.models import MODELS
 from ticketsearch.core.models.layers import (
-    conv1x1,
+    Projection,
     conv3x3,
     init_weights,
     reject_depth,
@@ -34,7 +34,7 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels)
+                Projection(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,174 @@
+"""`ticketsearch run`: a search spec as Ray Tune trials, embedded or on a cluster, resumable.
+
+Output directory layout: `search.json` (the spec, its hash, versions, times), `epochs/`,
+`trials.parquet`, `tensorboard/` (written on the driver by `ResultsCallback`) and `ray/` (Tune's
+experiment state and the trials' checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ticketsearch import __version__
+from ticketsearch.errors import UserError
+from ticketsearch.spec import Spec
+
+EXPERIMENT = "tune"
+
+
+def run_search(
+    spec: Spec,
+    *,
+    out: str | Path | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    num_cpus: int | None = None,
+    echo: Callable[[str], Any] = print,
+    verbose: int = 1,
+) -> dict[str, Any]:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic live trial table (CLIReporter)
+    # A checkpoint every epoch is the point (a lost node costs at most the epoch in flight): no warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray would start workers through `uv run` when the driver was; the project's venv is already active.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    import ray
+    from ray import tune
+
+    from ticketsearch.search.results_callback import ResultsCallback
+    from ticketsearch.search.space import OBJECTIVE, check_search, make_scheduler, make_searcher, param_space
+    from ticketsearch.search.trainable import run_trial
+    from ticketsearch.trainers import check_config
+
+    check_search(spec)
+    for path, distribution in spec.space.items():
+        for edge in distribution.extremes():
+            check_config(spec.trial({path: edge}))
+    config = spec.default_trial
+    out = Path(out or Path("runs") / f"{spec.name}-{spec.content_hash()}").resolve()
+    storage = out / "ray"
+    _check_out(out, spec, resume)
+
+    _connect(ray, address, num_cpus)
+    try:
+        _check_resources(ray, config.resources.cpu, config.resources.gpu)
+        started = time.time()
+        _write_search_json(out, spec, started=started, resume=resume)
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, tree=dict(spec.tree), source=spec.source),
+            {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
+        )
+        reporter = tune.CLIReporter(
+            parameter_columns=list(spec.space),
+            metric_columns={"global_epoch": "epoch", "phase": "phase", "sparsity": "sparsity",
+                            "val_robust_acc": "val robust", OBJECTIVE: config.objective.metric},
+            max_report_frequency=10,
+        )
+        run_config = tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=str(storage),
+            callbacks=[ResultsCallback(out, spec)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=config.search.keep_checkpoints),
+            failure_config=tune.FailureConfig(max_failures=config.search.max_failures),
+            progress_reporter=reporter,
+            verbose=verbose,
+        )
+        experiment = storage / EXPERIMENT
+        if resume:
+            tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(spec),
+                tune_config=tune.TuneConfig(
+                    metric=OBJECTIVE, mode=config.objective.mode,
+                    search_alg=make_searcher(spec), scheduler=make_scheduler(spec),
+                    num_samples=config.search.num_samples,
+                    max_concurrent_trials=config.search.max_concurrent,
+                    reuse_actors=True,  # keeps torch, the data and its cache loaded between trials
+                    trial_dirname_creator=lambda trial: trial.trial_id,
+                ),
+                run_config=run_config,
+            )
+        tuner.fit()
+        _write_search_json(out, spec, started=started, ended=time.time(), resume=resume)
+    finally:
+        ray.shutdown()
+    from ticketsearch.search.summary import summarise
+
+    return summarise(out, spec, echo)
+
+
+def _check_out(out: Path, spec: Spec, resume: bool) -> None:
+    search_json = out / "search.json"
+    if resume:
+        if not search_json.is_file():
+            raise UserError(f"--resume: {out} holds no search (no search.json); run without --resume to start one")
+        saved = json.loads(search_json.read_text())
+        if saved.get("spec_hash") != spec.content_hash():
+            raise UserError(f"--resume: {out} holds a search of a different spec (hash {saved.get('spec_hash')}, "
+                            f"this spec {spec.content_hash()}); use the same spec and --set values, or another --out")
+        if not (out / "ray" / EXPERIMENT).is_dir():
+            raise UserError(f"--resume: {out} has no Tune experiment under ray/{EXPERIMENT}; nothing to resume")
+    elif search_json.exists():
+        raise UserError(f"--out: {out} already holds a search; pass --resume to continue it, or choose another --out")
+
+
+def _connect(ray, address: str | None, num_cpus: int | None) -> None:
+    if address is None:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+        return
+    if address != "auto":
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f"--address: expected auto or HOST:PORT, got {address!r}")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as error:
+            raise UserError(f"--address: no Ray cluster answers at {address} ({error.strerror or error}); "
+                            "start one with `ray start --head` or see cluster/README.md") from None
+    try:
+        ray.init(address=address, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise UserError(f"--address: could not join a Ray cluster at {address}: {' '.join(str(error).split())[:200]}") from None
+
+
+def _check_resources(ray, cpu: float, gpu: float) -> None:
+    """Fail fast when no node could ever run one trial, rather than leave trials pending forever."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    most_cpu = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
+    most_gpu = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
+    fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= cpu and n["Resources"].get("GPU", 0) >= gpu]
+    if not fits:
+        raise UserError(f"resources: a trial asks for {cpu:g} CPU and {gpu:g} GPU, but no node of the cluster has "
+                        f"that (largest: {most_cpu:g} CPU, {most_gpu:g} GPU across {len(nodes)} node(s)); "
+                        "lower resources.cpu / resources.gpu or add bigger nodes")
+
+
+def _write_search_json(out: Path, spec: Spec, *, started: float, ended: float | None = None, resume: bool) -> None:
+    import ray
+    import torch
+
+    path = out / "search.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    document = {
+        "name": spec.name,
+        "spec_source": spec.source,
+        "spec_hash": spec.content_hash(),
+        "spec": spec.tree,
+        "space": {p: {"kind": d.kind, "args": list(d.args)} for p, d in spec.space.items()},
+        "ticketsearch_version": __version__,
+        "ray_version": ray.__version__,
+        "torch_version": torch.__version__,
+        "started": previous.get("started", started),
+        "resumed": previous.get("resumed", []) + ([started] if resume else []),
+        "ended": ended,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(".search.json.tmp")
+    temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    os.replace(temporary, path)

@@ -1,0 +1,146 @@
+"""Driver-side results: every reported epoch into Parquet and TensorBoard as the search runs.
+
+Runs in the driver process (a `tune.Callback`), so results need no shared storage. Later reports of
+the same (trial, global epoch), after a trial restarts from a checkpoint or the search resumes,
+replace earlier ones, so each epoch is written exactly once. The callback's memory is rebuilt from the
+Parquet files on disk when a search resumes (Tune does not checkpoint callback state).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from ray import tune
+
+from ticketsearch.results.parquet import flatten, write_table_atomic, write_trial_epochs
+from ticketsearch.results.tensorboard import TrialWriter
+from ticketsearch.spec import Spec
+from ticketsearch.trainers import RECORD_FIELDS, EpochRecord
+
+
+# Trial-level numbers known only when a trial ends: present (NaN) from a trial's first row on, so
+# trials.parquet keeps one schema whatever state the trials are in.
+SUMMARY_DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(("best_val_robust_acc", "eval_seconds", "target_robust_acc", "ticket_epochs_to_target",
+                     "ticket_seconds_to_target", "dense_epochs_to_target", "dense_seconds_to_target",
+                     "find_seconds", "speedup", "epoch_speedup", "test_clean_acc", "test_robust_acc",
+                     "test_examples", "test_autoattack_acc"), math.nan),
+    "guard_fired": False,
+}
+
+
+class ResultsCallback(tune.Callback):
+    def __init__(self, out: str | Path, spec: Spec):
+        self.out = Path(out)
+        self.spec = spec
+        self.epochs: dict[str, dict[int, EpochRecord]] = {}
+        self.trials: dict[str, dict[str, Any]] = {}
+        self.writers: dict[str, TrialWriter] = {}
+        self._load_existing()
+
+    def _load_existing(self) -> None:
+        if (self.out / "epochs").is_dir():
+            for path in sorted((self.out / "epochs").glob("*.parquet")):
+                frame = pd.read_parquet(path)
+                self.epochs[path.stem] = {int(row["global_epoch"]): EpochRecord.from_dict(row)
+                                          for row in frame.to_dict("records")}
+        if (self.out / "trials.parquet").is_file():
+            for row in pd.read_parquet(self.out / "trials.parquet").to_dict("records"):
+                self.trials[row["trial_id"]] = row
+
+    # ---------------------------------------------------------------- Tune hooks (driver, main thread)
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "global_epoch" not in result:
+            return
+        record = EpochRecord.from_dict({f: result[f] for f in RECORD_FIELDS})
+        self.epochs.setdefault(trial.trial_id, {})[record.global_epoch] = record
+        ordered = [self.epochs[trial.trial_id][e] for e in sorted(self.epochs[trial.trial_id])]
+        write_trial_epochs(self.out, trial.trial_id, ordered)
+        self._writer(trial.trial_id).add_record(record)
+        row = self._row(trial, result)
+        row["status"] = "running" if result.get("status") == "running" else result["status"]
+        self._save_trials()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        row = self._row(trial, result)
+        status = result.get("status", "running")
+        row["status"] = "early-stopped" if status == "running" else status
+        self._close(trial.trial_id)
+        self._save_trials()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        row = self._row(trial, trial.last_result or {})
+        row["status"] = "error"
+        row["error"] = _error_message(trial)
+        self._close(trial.trial_id)
+        self._save_trials()
+
+    def on_experiment_end(self, trials, **info):
+        for trial_id in list(self.writers):
+            self._close(trial_id)
+        self._save_trials()
+
+    # ---------------------------------------------------------------- rows
+    def _row(self, trial, result: dict[str, Any]) -> dict[str, Any]:
+        row = self.trials.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "status": "pending", "error": "",
+                                                      **SUMMARY_DEFAULTS})
+        config = self.spec.trial(trial.config)
+        records = [self.epochs.get(trial.trial_id, {})[e] for e in sorted(self.epochs.get(trial.trial_id, {}))]
+        main = [r for r in records if r.phase != "baseline"]
+        row.update({
+            "node": result.get("node_ip", row.get("node", "")),
+            "seed": config.train.seed,
+            "config_hash": config.content_hash(),
+            "epochs_trained": len(records),
+            "objective": result.get("objective", row.get("objective", math.nan)),
+            "final_round": main[-1].round if main else 0,
+            "final_sparsity": main[-1].sparsity if main else 0.0,
+            "final_val_clean_acc": main[-1].val_clean_acc if main else math.nan,
+            "final_val_robust_acc": main[-1].val_robust_acc if main else math.nan,
+            "robust_auc": main[-1].robust_auc if main else math.nan,
+            "train_seconds": sum(r.epoch_seconds for r in records),
+        })
+        row.update({k.removeprefix("summary/"): v for k, v in result.items() if k.startswith("summary/") and k != "summary/status"})
+        row.update({f"config.{k}": v for k, v in flatten(config.to_dict()).items()})
+        return row
+
+    def _save_trials(self) -> None:
+        if not self.trials:
+            return
+        frame = pd.DataFrame(list(self.trials.values()))
+        for column in frame.columns:  # one type per column whatever the rows hold (None, lists)
+            if frame[column].dtype == object:
+                frame[column] = frame[column].map(lambda v: "" if v is None else str(v))
+        write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), self.out / "trials.parquet")
+
+    def _writer(self, trial_id: str) -> TrialWriter:
+        if trial_id not in self.writers:
+            self.writers[trial_id] = TrialWriter(self.out, trial_id)
+        return self.writers[trial_id]
+
+    def _close(self, trial_id: str) -> None:
+        writer = self.writers.pop(trial_id, None)
+        if writer is not None:
+            writer.close()
+
+    def __getstate__(self):
+        # Tune pickles callbacks with the experiment; writers are rebuilt, records reloaded from disk.
+        return {"out": self.out, "spec": self.spec}
+
+    def __setstate__(self, state):
+        self.__init__(state["out"], state["spec"])
+
+
+def _error_message(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "trial failed"

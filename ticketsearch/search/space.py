@@ -1,0 +1,93 @@
+"""Spec -> Ray Tune: the param_space, the search algorithm, the scheduler, the objective.
+
+The param_space is flat: one entry per distribution, keyed by its dotted spec path
+(`train.lr`), so a trial's config is exactly the values the search chose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator, Searcher
+
+from ticketsearch.errors import UserError
+from ticketsearch.spec import Distribution, Spec
+from ticketsearch.trainers import RECORD_FIELDS
+from ticketsearch.trainers.imp import plan_phases
+
+# Reported after every epoch, so ASHA can compare trials at its rungs.
+PER_EPOCH_OBJECTIVES = ("robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc")
+# Known only when a trial finishes: usable with the fifo scheduler.
+FINAL_OBJECTIVES = ("ticket_epochs_to_target", "ticket_seconds_to_target", "speedup", "epoch_speedup",
+                    "best_val_robust_acc")
+OBJECTIVE = "objective"  # the key every result carries the spec's objective under
+
+
+def tune_domain(distribution: Distribution) -> Any:
+    kind, args = distribution.kind, distribution.args
+    if kind == "loguniform":
+        return tune.loguniform(args[0], args[1])
+    if kind == "uniform":
+        return tune.uniform(args[0], args[1])
+    if kind == "quniform":
+        return tune.quniform(args[0], args[1], args[2])
+    if kind == "randint":
+        return tune.randint(int(args[0]), int(args[1]))
+    if kind == "choice":
+        return tune.choice(list(args))
+    return tune.grid_search(list(args))
+
+
+def param_space(spec: Spec) -> dict[str, Any]:
+    return {path: tune_domain(d) for path, d in spec.space.items()}
+
+
+def check_search(spec: Spec) -> None:
+    search, objective = spec.default_trial.search, spec.default_trial.objective
+    if objective.metric not in PER_EPOCH_OBJECTIVES + FINAL_OBJECTIVES:
+        raise UserError(f"objective.metric: unknown metric {objective.metric!r}; known: "
+                        f"{', '.join(PER_EPOCH_OBJECTIVES + FINAL_OBJECTIVES)}")
+    if objective.metric in FINAL_OBJECTIVES and search.scheduler.kind == "asha":
+        raise UserError(f"objective.metric: {objective.metric} is known only when a trial ends; ASHA needs a "
+                        f"per-epoch metric ({', '.join(PER_EPOCH_OBJECTIVES)}) or use scheduler: fifo")
+    grids = [p for p, d in spec.space.items() if d.kind == "grid"]
+    if search.algorithm == "optuna" and grids:
+        raise UserError(f"{grids[0]}: grid is not an Optuna distribution; use choice, or search.algorithm: grid")
+    if search.algorithm == "grid" and any(d.kind != "grid" for d in spec.space.values()) and not grids:
+        raise UserError("search.algorithm: grid needs at least one {grid: [...]} in the spec")
+
+
+def make_searcher(spec: Spec) -> Searcher | BasicVariantGenerator:
+    search, objective = spec.default_trial.search, spec.default_trial.objective
+    if search.algorithm == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return OptunaSearch(metric=OBJECTIVE, mode=objective.mode,
+                            sampler=optuna.samplers.TPESampler(seed=search.seed))
+    # random and grid: Tune's variant generator; grid entries are crossed, the rest sampled.
+    return BasicVariantGenerator(random_state=search.seed)
+
+
+def total_epochs(spec: Spec) -> int:
+    """The most epochs any trial of the space can run (all IMP rounds and the baseline)."""
+    trials = [spec.default_trial] + [spec.trial({d.path: edge}) for d in spec.space.values() for edge in d.extremes()]
+    return max(sum(p.epochs for p in plan_phases(t)) for t in trials)
+
+
+def make_scheduler(spec: Spec):
+    scheduler = spec.default_trial.search.scheduler
+    if scheduler.kind == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="global_epoch",  # epochs counted over all IMP rounds; survives trial restarts
+        max_t=scheduler.max_t or total_epochs(spec),
+        grace_period=scheduler.grace_period,
+        reduction_factor=scheduler.reduction_factor,
+    )
+
+
+NUMERIC_RECORD_FIELDS = tuple(f for f in RECORD_FIELDS if f not in ("phase", "regime", "guard_action"))

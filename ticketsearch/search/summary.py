@@ -1,0 +1,32 @@
+"""The final summary a search prints: best trial, its config and metrics, where the results are."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from ticketsearch.spec import Spec
+
+
+def summarise(out: Path, spec: Spec, echo: Callable[[str], Any]) -> dict[str, Any]:
+    trials = pd.read_parquet(out / "trials.parquet") if (out / "trials.parquet").is_file() else pd.DataFrame()
+    objective = spec.default_trial.objective
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    echo(f"search {spec.name}: {len(trials)} trials (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
+    ranked = trials[trials["objective"].notna()] if len(trials) else trials
+    best: dict[str, Any] = {}
+    if len(ranked):
+        best = ranked.sort_values("objective", ascending=objective.mode == "min").iloc[0].to_dict()
+        values = ", ".join(f"{p}={best.get('config.' + p)!r}" for p in spec.space)
+        echo(f"best trial {best['trial_id']} ({best['status']}): {objective.metric} {best['objective']:.4f}; {values}")
+        shown = [("final_sparsity", "sparsity"), ("final_val_clean_acc", "val clean"),
+                 ("final_val_robust_acc", "val robust"), ("test_clean_acc", "test clean"),
+                 ("test_robust_acc", "test robust"), ("speedup", "speed-up incl. finding")]
+        echo("  " + ", ".join(f"{label} {best[k]:.3f}" for k, label in shown
+                              if isinstance(best.get(k), float) and not math.isnan(best[k])))
+    echo(f"results: {out}/epochs (pandas.read_parquet), {out}/trials.parquet; "
+         f"tensorboard --logdir {out}/tensorboard")
+    return {"trials": len(trials), "statuses": counts, "best": best, "out": str(out)}

@@ -1,0 +1,53 @@
+"""The Ray Tune trainable: a thin adapter that drives the core trainer one epoch per report.
+
+Every epoch it reports the epoch record (plus the trial's status and objective) with a checkpoint of
+the whole trial state, so a restarted trial (lost node, retried failure, resumed search) continues
+from its last finished epoch. The trainer itself knows nothing of Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from ray import tune
+
+from ticketsearch.core.checkpoint import load_state, save_state
+from ticketsearch.search.space import OBJECTIVE, PER_EPOCH_OBJECTIVES
+from ticketsearch.spec import spec_from_tree
+from ticketsearch.trainers import create_trainer
+
+STATE_FILE = "state.pt"
+
+
+def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str) -> None:
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint created" line per epoch
+    spec = spec_from_tree(dict(tree), source)
+    config = spec.trial(values)
+    # Ray sets OMP_NUM_THREADS=1 in trials: follow the CPUs the trial was given instead.
+    torch.set_num_threads(max(1, int(config.resources.cpu)))
+    device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_state(Path(directory) / STATE_FILE, config.content_hash())
+    trainer = create_trainer(config, device=device, state=state)
+    metric = config.objective.metric
+    for record in trainer:
+        metrics = {**record.as_dict(), "status": trainer.status, "config_hash": config.content_hash()}
+        if trainer.done:
+            metrics.update({f"summary/{k}": v for k, v in trainer.summary().items()})
+        # The objective follows the ticket, not the dense baseline trained after it.
+        main = [r for r in trainer.records if r.phase != "baseline"]
+        if metric in PER_EPOCH_OBJECTIVES:
+            metrics[OBJECTIVE] = getattr(main[-1], metric) if main else math.nan
+        else:
+            metrics[OBJECTIVE] = trainer.summary().get(metric, math.nan) if trainer.done else math.nan
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(trainer.state_dict(), Path(directory) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
