@@ -1,0 +1,163 @@
+"""`ticketsearch run` on an embedded Ray with 2 CPUs: ASHA, seeds, resume, restarts, bad input."""
+
+import json
+import os
+import signal
+import socket
+
+import pandas as pd
+import pytest
+import torch
+
+from ticketsearch.cli import main
+from ticketsearch.errors import UserError
+from ticketsearch.search.driver import run_search
+from ticketsearch.search.space import make_searcher, param_space
+from ticketsearch.spec import load_spec
+from ticketsearch.trainers import create_trainer
+
+from search_helpers import assert_each_epoch_once, epochs_recorded, search_spec, start_search, wait_for
+
+TIMING = {"epoch_seconds", "eval_seconds", "examples_per_second"}
+
+
+def same_records(frame: pd.DataFrame, records) -> bool:
+    left = [{k: v for k, v in row.items() if k not in TIMING and k != "trial_id"} for row in frame.to_dict("records")]
+    right = [{k: v for k, v in r.as_dict().items() if k not in TIMING} for r in records]
+    clean = lambda rows: [{k: None if v != v else v for k, v in row.items()} for row in rows]
+    return clean(left) == clean(right)
+
+
+def reference_records(spec_path, trial_row):
+    """The same trial run uninterrupted in this process, with the trial's one thread."""
+    spec = load_spec(spec_path)
+    values = {p: trial_row[f"config.{p}"] for p in spec.space}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = create_trainer(spec.trial(values))
+        list(trainer)
+    finally:
+        torch.set_num_threads(threads)
+    return trainer.records
+
+
+def test_asha_search_completes_with_early_stopping_and_matching_records(tmp_path, capsys):
+    spec_path = search_spec(tmp_path)
+    out = tmp_path / "out"
+    result = run_search(load_spec(spec_path), out=out, num_cpus=2, verbose=0)
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert len(trials) == 4 and result["trials"] == 4
+    assert set(trials["status"]) <= {"completed", "early-stopped"}
+    assert (trials["status"] == "early-stopped").any(), "ASHA stopped no trial"
+    epochs = assert_each_epoch_once(out)
+    completed = trials[trials["status"] == "completed"]
+    assert (completed["epochs_trained"] == 4).all()  # dense 2 + ticket 2
+    assert (trials[trials["status"] == "early-stopped"]["epochs_trained"] < 4).all()
+    # stopped trials keep their records and last metrics
+    for row in trials.to_dict("records"):
+        last = epochs[epochs["trial_id"] == row["trial_id"]].iloc[-1]
+        assert row["final_val_robust_acc"] == last["val_robust_acc"] and row["objective"] == last["robust_auc"]
+    best = trials.sort_values("objective").iloc[-1]
+    assert same_records(epochs[epochs["trial_id"] == best["trial_id"]], reference_records(spec_path, best))
+    assert len(list((out / "tensorboard").iterdir())) == 4
+    saved = json.loads((out / "search.json").read_text())
+    assert saved["spec_hash"] == load_spec(spec_path).content_hash() and saved["ended"] is not None
+    assert "best trial" in capsys.readouterr().out
+
+
+def test_search_seed_makes_sampled_configs_reproducible(tmp_path):
+    def sampled(seed):
+        spec = load_spec(search_spec(tmp_path, **{"search.seed": seed}))
+        searcher = make_searcher(spec)
+        searcher.set_search_properties("objective", "max", param_space(spec))
+        return [searcher.suggest(f"trial{i}") for i in range(6)]
+
+    assert sampled(0) == sampled(0)
+    assert sampled(0) != sampled(1)
+
+
+def test_driver_killed_mid_search_resumes_with_every_epoch_once(tmp_path):
+    spec_path = search_spec(tmp_path, **{"search.num_samples": 5})
+    out = tmp_path / "out"
+    process = start_search(spec_path, out)
+    try:
+        wait_for(lambda: epochs_recorded(out) >= 3, 180, "the first epochs")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # power loss: driver and its embedded Ray
+        process.wait()
+    before = pd.read_parquet(out / "epochs")
+    assert main(["run", str(spec_path), "--out", str(out), "--resume", "--num-cpus", "2"]) == 0
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert len(trials) == 5 and set(trials["status"]) <= {"completed", "early-stopped"}
+    epochs = assert_each_epoch_once(out)
+    # what was recorded before the kill is still there, unchanged or re-reported identically
+    merged = before.merge(epochs, on=["trial_id", "global_epoch"], suffixes=("_before", ""))
+    assert len(merged) == len(before)
+    assert (merged["sparsity_before"] == merged["sparsity"]).all()
+    # a different spec may not resume this search
+    other = search_spec(tmp_path, "other.yaml", **{"train.epochs": 3})
+    assert main(["run", str(other), "--out", str(out), "--resume"]) == 2
+
+
+def test_trial_killed_mid_epoch_continues_from_its_checkpoint(tmp_path):
+    spec_path = search_spec(tmp_path, **{
+        "search": {"algorithm": "random", "num_samples": 1, "max_concurrent": 1, "scheduler": "fifo", "seed": 0},
+        "prune.rounds": 2, "model.width": 0.5, "train.eval_examples": 200})
+    out = tmp_path / "out"
+    process = start_search(spec_path, out)
+    try:
+        wait_for(lambda: epochs_recorded(out) >= 2, 180, "two epochs")
+        (result_json,) = (out / "ray" / "tune").glob("*/result.json")
+        pid = json.loads(result_json.read_text().splitlines()[-1])["pid"]
+        os.kill(pid, signal.SIGKILL)  # the trial's worker dies mid-epoch
+        assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    pids = {json.loads(line)["pid"] for line in result_json.read_text().splitlines()}
+    assert pid in pids and len(pids) >= 2, "the trial did not restart in a new worker"
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert list(trials["status"]) == ["completed"]
+    epochs = assert_each_epoch_once(out)
+    assert len(epochs) == 6
+    assert same_records(epochs, reference_records(spec_path, trials.iloc[0]))
+
+
+def test_errors_and_divergence_are_recorded_and_the_search_goes_on(tmp_path):
+    spec_path = search_spec(tmp_path, **{
+        "search": {"algorithm": "grid", "num_samples": 1, "max_concurrent": 2, "scheduler": "fifo",
+                   "seed": 0, "max_failures": 0},
+        "model.width": 0.25, "train.lr": {"grid": [0.05, 1e12]}, "prune.ratio": 0.5, "prune.rounds": 0,
+        "attack.train": "natural", "train.epochs": 2,
+        # 0.2% of digits leaves most classes without an example: the trial fails when it loads its data
+        "data.fraction": {"grid": [1.0, 0.002]}})
+    out = tmp_path / "out"
+    run_search(load_spec(spec_path), out=out, num_cpus=2, verbose=0)
+    trials = pd.read_parquet(out / "trials.parquet").set_index(["config.data.fraction", "config.train.lr"])
+    assert trials.loc[(1.0, 0.05), "status"] == "completed"
+    assert trials.loc[(1.0, 1e12), "status"] == "diverged"
+    for lr in (0.05, 1e12):
+        assert trials.loc[(0.002, lr), "status"] == "error"
+        assert "data.fraction" in trials.loc[(0.002, lr), "error"]
+
+
+def test_bad_search_input(tmp_path, capsys):
+    spec_path = search_spec(tmp_path)
+    with socket.socket() as probe:  # a port with nothing behind it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["run", str(spec_path), "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "a")]) == 2
+    assert "no Ray cluster answers at 127.0.0.1:" in capsys.readouterr().err
+    assert main(["run", str(spec_path), "--out", str(tmp_path / "empty"), "--resume"]) == 2
+    assert "holds no search" in capsys.readouterr().err
+    bounds = search_spec(tmp_path, "bounds.yaml", **{"train.lr": {"loguniform": [0.2, 0.01]}})
+    assert main(["run", str(bounds), "--out", str(tmp_path / "b")]) == 2
+    assert "train.lr: loguniform bounds must satisfy low < high" in capsys.readouterr().err
+    missing = search_spec(tmp_path, "missing.yaml", **{"train.momentumm": {"uniform": [0.8, 0.9]}})
+    assert main(["run", str(missing), "--out", str(tmp_path / "c")]) == 2
+    assert "train.momentumm: unknown key" in capsys.readouterr().err
+    huge = search_spec(tmp_path, "huge.yaml", **{"resources": {"cpu": 64, "gpu": 2}})
+    assert main(["run", str(huge), "--out", str(tmp_path / "d"), "--num-cpus", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "asks for 64 CPU and 2 GPU" in err and "largest: 2 CPU, 0 GPU" in err and err.count("\n") == 1
