@@ -38,6 +38,7 @@ def run_search(
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     import ray
     from ray import tune
+    from ray.tune.search import Searcher
 
     from ticketsearch.search.results_callback import ResultsCallback
     from ticketsearch.search.space import OBJECTIVE, check_search, make_scheduler, make_searcher, param_space
@@ -81,14 +82,15 @@ def run_search(
         if resume:
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
         else:
+            searcher = make_searcher(spec)
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(spec),
                 tune_config=tune.TuneConfig(
                     metric=OBJECTIVE, mode=config.objective.mode,
-                    search_alg=make_searcher(spec), scheduler=make_scheduler(spec),
+                    search_alg=searcher, scheduler=make_scheduler(spec),
                     num_samples=config.search.num_samples,
-                    max_concurrent_trials=config.search.max_concurrent,
+                    max_concurrent_trials=config.search.max_concurrent if isinstance(searcher, Searcher) else None,
                     reuse_actors=True,  # keeps torch, the data and its cache loaded between trials
                     trial_dirname_creator=lambda trial: trial.trial_id,
                 ),

@@ -68,8 +68,9 @@ def make_searcher(spec: Spec) -> Searcher | BasicVariantGenerator:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         return OptunaSearch(metric=OBJECTIVE, mode=objective.mode,
                             sampler=optuna.samplers.TPESampler(seed=search.seed))
-    # random and grid: Tune's variant generator; grid entries are crossed, the rest sampled.
-    return BasicVariantGenerator(random_state=search.seed)
+    # random and grid: Tune's variant generator; grid entries are crossed, the rest sampled. It
+    # limits concurrency itself (TuneConfig's max_concurrent_trials applies to Searchers only).
+    return BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent)
 
 
 def total_epochs(spec: Spec) -> int:

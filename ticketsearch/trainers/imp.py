@@ -164,8 +164,8 @@ class IMPTrainer:
         if not math.isfinite(result.loss):
             self.status = "diverged"
             return self._record(result, NAN, NAN, 0.0, NAN, False, "")
+        start = time.perf_counter()  # the guard's PGD check counts as evaluation time
         guard_acc, fired, action = self._guard(phase)
-        start = time.perf_counter()
         n = min(config.train.eval_examples, self.data.val_x.shape[0])
         accuracy = evaluate(self.model, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
                             batch_size=config.train.eval_batch_size, memory_format=MEMORY_FORMAT)

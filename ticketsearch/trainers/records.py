@@ -34,7 +34,7 @@ class EpochRecord:
     val_robust_acc: float  # under attack.eval, counting an example only when clean-correct too
     robust_auc: float  # mean val_robust_acc over this round's epochs so far
     epoch_seconds: float  # training wall time of the epoch (attack passes included, evaluation not)
-    eval_seconds: float
+    eval_seconds: float  # validation evaluation plus the catastrophic-overfitting check
     examples_per_second: float  # training examples / epoch_seconds
     guard_robust_acc: float  # catastrophic-overfitting check on a training batch (NaN when off)
     guard_fired: bool

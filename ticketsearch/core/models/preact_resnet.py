@@ -43,21 +43,24 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class PreActResNet18(nn.Module):
-    def __init__(self, width: float, num_classes: int, in_channels: int):
+class PreActResNet(nn.Module):
+    """A 3x3 stem conv, stages of pre-activation blocks (the first of each stage after the first
+    strides by 2), a final BN-ReLU (pre-activation nets need one), global pooling, one linear layer.
+    Shared by PreAct ResNet-18 and the Wide ResNets."""
+
+    def __init__(self, stem: int, widths: list[int], blocks: list[int], num_classes: int, in_channels: int):
         super().__init__()
-        widths = [scale_channels(c, width) for c in (64, 128, 256, 512)]
         # No BN after the stem: the first block's bn1 pre-activates it.
-        self.conv1 = conv3x3(in_channels, widths[0])
+        self.conv1 = conv3x3(in_channels, stem)
         layers: list[nn.Module] = []
-        previous = widths[0]
-        for stage, channels in enumerate(widths):
-            for block in range(2):
+        previous = stem
+        for stage, (channels, count) in enumerate(zip(widths, blocks)):
+            for block in range(count):
                 stride = 2 if stage > 0 and block == 0 else 1
                 layers.append(PreActBlock(previous, channels, stride))
                 previous = channels
         self.layers = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(previous)  # pre-activation nets need a final BN-ReLU
+        self.bn = nn.BatchNorm2d(previous)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(previous, num_classes)
         init_weights(self)
@@ -73,4 +76,5 @@ def preact_resnet18(
     *, width: float, num_classes: int, in_channels: int, depth: int | None
 ) -> nn.Module:
     reject_depth("preact_resnet18", depth)
-    return PreActResNet18(width, num_classes, in_channels)
+    widths = [scale_channels(c, width) for c in (64, 128, 256, 512)]
+    return PreActResNet(widths[0], widths, [2, 2, 2, 2], num_classes, in_channels)

@@ -9,41 +9,14 @@ shape-changing shortcut is a 1x1 conv on the pre-activated input; no dropout.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ticketsearch.core.models import MODELS
-from ticketsearch.core.models.layers import conv3x3, init_weights, scale_channels
-from ticketsearch.core.models.preact_resnet import PreActBlock
+from ticketsearch.core.models.layers import scale_channels
+from ticketsearch.core.models.preact_resnet import PreActResNet
 from ticketsearch.errors import UserError
 
 DEFAULT_DEPTH = 34
-
-
-class WideResNet(nn.Module):
-    def __init__(self, depth: int, width: float, num_classes: int, in_channels: int):
-        super().__init__()
-        blocks_per_stage = (depth - 4) // 6
-        widths = [scale_channels(c, width) for c in (16, 32, 64)]
-        self.conv1 = conv3x3(in_channels, 16)  # the stem is not widened
-        layers: list[nn.Module] = []
-        previous = 16
-        for stage, channels in enumerate(widths):
-            for block in range(blocks_per_stage):
-                stride = 2 if stage > 0 and block == 0 else 1
-                layers.append(PreActBlock(previous, channels, stride))
-                previous = channels
-        self.layers = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(previous)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(previous, num_classes)
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(self.conv1(x))
-        out = self.pool(F.relu(self.bn(out)))
-        return self.classifier(torch.flatten(out, 1))
 
 
 @MODELS.register("wide_resnet")
@@ -56,4 +29,6 @@ def wide_resnet(
             f"model.depth: wide_resnet needs depth = 6n + 4 with n >= 1 "
             f"(e.g. 16, 22, 28, 34, 40), got {depth!r}"
         )
-    return WideResNet(depth, width, num_classes, in_channels)
+    widths = [scale_channels(c, width) for c in (16, 32, 64)]
+    # The 16-channel stem is not widened; each stage has n = (depth - 4) / 6 blocks.
+    return PreActResNet(16, widths, [(depth - 4) // 6] * 3, num_classes, in_channels)

@@ -1,0 +1,66 @@
+"""Reading a search's results back: `load(out)` returns the tables as pandas DataFrames.
+
+Works on a finished search, on one still running (what has been reported so far) and on the output
+of `ticketsearch train`. Files are written atomically, so a reader never sees half a file; a corrupt
+file (a disk error, a copy cut short) is skipped with a warning naming it, and the rest is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ticketsearch.errors import UserError
+
+
+@dataclass
+class SearchResults:
+    out: Path
+    epochs: pd.DataFrame  # one row per trial per round per epoch
+    trials: pd.DataFrame  # one row per trial
+    search: dict[str, Any]  # search.json (empty for a `ticketsearch train` directory)
+    problems: list[str] = field(default_factory=list)  # files that could not be read
+
+    @property
+    def finished(self) -> bool:
+        """True when the search recorded its end (or the directory holds a single finished trial)."""
+        if self.search:
+            return self.search.get("ended") is not None
+        return bool(len(self.trials)) and (self.trials["status"] != "running").all()
+
+
+def load(out: str | Path) -> SearchResults:
+    out = Path(out)
+    if not out.is_dir() or not ((out / "epochs").is_dir() or (out / "trials.parquet").is_file()):
+        raise UserError(f"{out}: holds no ticketsearch results (no epochs/ or trials.parquet); "
+                        "give the --out directory of `ticketsearch run` or `ticketsearch train`")
+    problems: list[str] = []
+    tables = []
+    for path in sorted((out / "epochs").glob("*.parquet")) if (out / "epochs").is_dir() else []:
+        try:
+            tables.append(pq.read_table(path))
+        except (pa.ArrowException, OSError) as error:
+            problems.append(f"{path}: unreadable ({' '.join(str(error).split())[:120]}); skipped")
+    epochs = pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame()
+    trials = pd.DataFrame()
+    if (out / "trials.parquet").is_file():
+        try:
+            trials = pd.read_parquet(out / "trials.parquet")
+        except (pa.ArrowException, OSError) as error:
+            problems.append(f"{out / 'trials.parquet'}: unreadable ({' '.join(str(error).split())[:120]}); skipped")
+    search: dict[str, Any] = {}
+    if (out / "search.json").is_file():
+        try:
+            search = json.loads((out / "search.json").read_text())
+        except (json.JSONDecodeError, OSError) as error:
+            problems.append(f"{out / 'search.json'}: unreadable ({error}); skipped")
+    for problem in problems:
+        warnings.warn(problem, stacklevel=2)
+    return SearchResults(out=out, epochs=epochs, trials=trials, search=search, problems=problems)
