@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from pathlib import Path
 from typing import Sequence
 
 from ticketsearch.errors import UserError
@@ -16,6 +18,7 @@ from ticketsearch.errors import UserError
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*unreadable.*")  # printed once, as one line each
     try:
         return args.handler(args)
     except UserError as error:
@@ -55,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
     run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
     run.set_defaults(handler=_run)
+
+    results = commands.add_parser("results", help="the leaderboard of a search, from its Parquet files")
+    results.add_argument("out", help="output directory of `ticketsearch run` or `train`")
+    results.add_argument("--top", type=int, default=10, help="how many trials (default 10; 0 = all)")
+    results.add_argument("--sort", help="column to rank by (default: the objective, in its mode)")
+    results.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    results.set_defaults(handler=_results)
+
+    report = commands.add_parser("report", help="a Markdown report with PNG plots of a search")
+    report.add_argument("out", help="output directory of `ticketsearch run` or `train`")
+    report.add_argument("--top", type=int, default=3, help="tickets shown in the curves and speed-up plots")
+    report.set_defaults(handler=_report)
     return parser
 
 
@@ -100,6 +115,38 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, parse_overrides(args.set))
     run_search(spec, out=args.out, address=args.address, resume=args.resume, num_cpus=args.num_cpus, echo=print)
     return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from ticketsearch.results.leaderboard import leaderboard
+    from ticketsearch.results.store import load
+
+    results = load(args.out)
+    _note_partial(results)
+    table = leaderboard(results, top=args.top or None, sort=args.sort)
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(table.to_json(orient="records", indent=2))
+    else:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ticketsearch.results.report import write_report
+    from ticketsearch.results.store import load
+
+    _note_partial(load(args.out))
+    print(f"report: {write_report(Path(args.out), top=args.top)}")
+    return 0
+
+
+def _note_partial(results) -> None:
+    for problem in results.problems:
+        print(f"ticketsearch: warning: {problem}", file=sys.stderr)
+    if not results.finished:
+        print(f"ticketsearch: note: {results.out} is still running or was interrupted: partial results", file=sys.stderr)
 
 
 if __name__ == "__main__":

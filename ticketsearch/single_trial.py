@@ -8,6 +8,7 @@ continues); at the end `trials.parquet` (the one-row summary) and `config.json`.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,7 @@ from ticketsearch.core.checkpoint import load_state, save_state
 from ticketsearch.errors import UserError
 from ticketsearch.results.parquet import flatten, write_table_atomic, write_trial_epochs
 from ticketsearch.results.tensorboard import TrialWriter
+from ticketsearch.results.tickets import write_ticket
 from ticketsearch.spec import TrialConfig
 from ticketsearch.trainers import EpochRecord, create_trainer
 
@@ -64,6 +66,7 @@ def run_one_trial(
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     started = time.time()
+    node = socket.gethostname()
     trainer = create_trainer(config, device=resolve_device(device), state=state)
     echo(f"trial {trial_id}: {config.model.arch} width {config.model.width:g} on {config.data.dataset}, "
          f"{len(trainer.phases)} rounds/phases, device {trainer.device}, out {out}")
@@ -71,13 +74,15 @@ def run_one_trial(
     try:
         for record in trainer:
             writer.add_record(record)
-            write_trial_epochs(out, trial_id, trainer.records)
+            write_trial_epochs(out, trial_id, [(r, node) for r in trainer.records])
             save_state(trainer.state_dict(), checkpoint)
             echo(format_record(record, trainer.phase.epochs if not trainer.done else record.epoch))
     finally:
         writer.close()
     summary = {"trial_id": trial_id, "seed": config.train.seed, **trainer.summary(),
                "wall_seconds": time.time() - started, **flatten(config.to_dict())}
+    if trainer.ticket_state is not None:
+        summary["ticket_dir"] = str(write_ticket(out / "tickets" / trial_id, trainer.state_dict(), config, summary))
     write_table_atomic(pa.Table.from_pylist([summary]), out / "trials.parquet")
     echo(format_summary(summary, trainer.sparsity_report(), out))
     return summary

@@ -38,5 +38,11 @@ class TrialWriter:
                 self.writer.add_scalar(tag, value, global_step=record.global_epoch)
         self.writer.flush()  # visible in TensorBoard while the trial runs
 
+    def add_hparams(self, values: dict, metrics: dict[str, float]) -> None:
+        """The HParams dashboard row of this trial: once, when it ends (each call makes a sub-run)."""
+        shown = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+        self.writer.add_hparams(shown, metrics, run_name="hparams")
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()

@@ -9,6 +9,7 @@ Parquet files on disk when a search resumes (Tune does not checkpoint callback s
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ import pandas as pd
 import pyarrow as pa
 from ray import tune
 
+from ticketsearch.core.checkpoint import load_state
 from ticketsearch.results.parquet import flatten, write_table_atomic, write_trial_epochs
+from ticketsearch.search.trainable import STATE_FILE
+from ticketsearch.results.tickets import write_ticket
 from ticketsearch.results.tensorboard import TrialWriter
 from ticketsearch.spec import Spec
 from ticketsearch.trainers import RECORD_FIELDS, EpochRecord
@@ -37,7 +41,7 @@ class ResultsCallback(tune.Callback):
     def __init__(self, out: str | Path, spec: Spec):
         self.out = Path(out)
         self.spec = spec
-        self.epochs: dict[str, dict[int, EpochRecord]] = {}
+        self.epochs: dict[str, dict[int, tuple[EpochRecord, str]]] = {}  # trial -> global epoch -> (record, node)
         self.trials: dict[str, dict[str, Any]] = {}
         self.writers: dict[str, TrialWriter] = {}
         self._load_existing()
@@ -46,7 +50,7 @@ class ResultsCallback(tune.Callback):
         if (self.out / "epochs").is_dir():
             for path in sorted((self.out / "epochs").glob("*.parquet")):
                 frame = pd.read_parquet(path)
-                self.epochs[path.stem] = {int(row["global_epoch"]): EpochRecord.from_dict(row)
+                self.epochs[path.stem] = {int(row["global_epoch"]): (EpochRecord.from_dict(row), row["node"])
                                           for row in frame.to_dict("records")}
         if (self.out / "trials.parquet").is_file():
             for row in pd.read_parquet(self.out / "trials.parquet").to_dict("records"):
@@ -57,9 +61,8 @@ class ResultsCallback(tune.Callback):
         if "global_epoch" not in result:
             return
         record = EpochRecord.from_dict({f: result[f] for f in RECORD_FIELDS})
-        self.epochs.setdefault(trial.trial_id, {})[record.global_epoch] = record
-        ordered = [self.epochs[trial.trial_id][e] for e in sorted(self.epochs[trial.trial_id])]
-        write_trial_epochs(self.out, trial.trial_id, ordered)
+        self.epochs.setdefault(trial.trial_id, {})[record.global_epoch] = (record, str(result.get("node_ip", "")))
+        write_trial_epochs(self.out, trial.trial_id, self._records(trial.trial_id, with_nodes=True))
         self._writer(trial.trial_id).add_record(record)
         row = self._row(trial, result)
         row["status"] = "running" if result.get("status") == "running" else result["status"]
@@ -70,7 +73,10 @@ class ResultsCallback(tune.Callback):
         row = self._row(trial, result)
         status = result.get("status", "running")
         row["status"] = "early-stopped" if status == "running" else status
+        writer = self.writers.get(trial.trial_id) or self._writer(trial.trial_id)
+        writer.add_hparams({p: trial.config[p] for p in self.spec.space if p in trial.config}, _final_metrics(row))
         self._close(trial.trial_id)
+        self._keep_ticket(trial, row)
         self._save_trials()
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -85,12 +91,35 @@ class ResultsCallback(tune.Callback):
             self._close(trial_id)
         self._save_trials()
 
+    # ---------------------------------------------------------------- tickets
+    def _keep_ticket(self, trial, row: dict[str, Any]) -> None:
+        """Write this trial's ticket if it ranks among the best `search.keep_tickets`; drop the rest."""
+        keep, mode = self.spec.default_trial.search.keep_tickets, self.spec.default_trial.objective.mode
+        checkpoint = getattr(trial, "checkpoint", None)
+        if keep == 0 or checkpoint is None or math.isnan(row.get("objective", math.nan)):
+            return
+        sign = -1 if mode == "max" else 1
+        holders = [r for r in self.trials.values() if r.get("ticket_dir")]
+        ranked = sorted(holders + [row], key=lambda r: sign * r["objective"])
+        if not any(r is row for r in ranked[:keep]):
+            return
+        with checkpoint.as_directory() as directory:
+            state = load_state(Path(directory) / STATE_FILE)
+        if not state.get("ticket"):
+            return  # stopped before its ticket finished
+        row["ticket_dir"] = str(write_ticket(self.out / "tickets" / trial.trial_id, state,
+                                             self.spec.trial(trial.config), row))
+        for dropped in ranked[keep:]:
+            if dropped.get("ticket_dir"):
+                shutil.rmtree(dropped["ticket_dir"], ignore_errors=True)
+                dropped["ticket_dir"] = ""
+
     # ---------------------------------------------------------------- rows
     def _row(self, trial, result: dict[str, Any]) -> dict[str, Any]:
         row = self.trials.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "status": "pending", "error": "",
-                                                      **SUMMARY_DEFAULTS})
+                                                      "ticket_dir": "", **SUMMARY_DEFAULTS})
         config = self.spec.trial(trial.config)
-        records = [self.epochs.get(trial.trial_id, {})[e] for e in sorted(self.epochs.get(trial.trial_id, {}))]
+        records = self._records(trial.trial_id)
         main = [r for r in records if r.phase != "baseline"]
         row.update({
             "node": result.get("node_ip", row.get("node", "")),
@@ -108,6 +137,11 @@ class ResultsCallback(tune.Callback):
         row.update({k.removeprefix("summary/"): v for k, v in result.items() if k.startswith("summary/") and k != "summary/status"})
         row.update({f"config.{k}": v for k, v in flatten(config.to_dict()).items()})
         return row
+
+    def _records(self, trial_id: str, with_nodes: bool = False) -> list:
+        by_epoch = self.epochs.get(trial_id, {})
+        pairs = [by_epoch[e] for e in sorted(by_epoch)]
+        return pairs if with_nodes else [record for record, _ in pairs]
 
     def _save_trials(self) -> None:
         if not self.trials:
@@ -134,6 +168,13 @@ class ResultsCallback(tune.Callback):
 
     def __setstate__(self, state):
         self.__init__(state["out"], state["spec"])
+
+
+def _final_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """What the HParams dashboard shows against the sampled values (NaN dropped: it cannot plot them)."""
+    names = ("objective", "final_val_robust_acc", "final_val_clean_acc", "final_sparsity", "robust_auc",
+             "test_robust_acc", "test_clean_acc", "speedup", "epochs_trained")
+    return {f"final/{n}": float(row[n]) for n in names if isinstance(row.get(n), (int, float)) and not math.isnan(row[n])}
 
 
 def _error_message(trial) -> str:

@@ -203,6 +203,7 @@ class SearchSection(Section):
     seed: int = 0
     max_failures: int = Field(2, ge=0)  # retries of a trial that fails (a lost node, an error)
     keep_checkpoints: int = Field(2, ge=1)  # per trial
+    keep_tickets: int = Field(3, ge=0)  # ticket files written for the best trials (by objective)
 
 
 class ResourcesSection(Section):

@@ -1,0 +1,417 @@
+"""A Markdown report with plots of a search's results: `write_report(out)` -> `OUT/report/report.md`.
+
+The report answers the questions of the boosting-ticket study (Li et al. 2020, arXiv 2003.05733):
+which trials won, how fast their tickets converge against the dense network trained the same way,
+how sparsity trades against robustness, where in the searched space the good trials lie, and whether
+a ticket pays for the cost of finding it. It reads what `ticketsearch.results.store.load` reads, so
+it works on a finished search, on one still running and on the output of `ticketsearch train`.
+
+Plots are drawn on `Figure` objects with the Agg canvas: no pyplot, no display, no global backend.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ticketsearch.errors import UserError
+from ticketsearch.results.store import SearchResults, load
+
+PLOTS = ("curves.png", "pareto.png", "hyperparameters.png", "speedup.png")
+LEADERBOARD_ROWS = 10
+DPI = 150
+# Metrics that are fractions in [0, 1]: shown in %.
+FRACTIONS = {"robust_auc", "val_robust_acc", "val_clean_acc", "train_acc", "best_val_robust_acc"}
+UNITS = {"ticket_epochs_to_target": "epochs", "ticket_seconds_to_target": "s", "speedup": "×", "epoch_speedup": "×"}
+STATUS_STYLE = {  # colour, marker
+    "completed": ("tab:blue", "o"),
+    "early-stopped": ("tab:orange", "v"),
+    "running": ("tab:green", "D"),
+    "diverged": ("tab:red", "X"),
+    "error": ("black", "x"),
+}
+STYLE = {
+    "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
+    "xtick.labelsize": 10, "ytick.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3,
+    "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": DPI,
+}
+
+
+def write_report(out: str | Path, top: int = 3) -> Path:
+    """Write `OUT/report/report.md` and its PNG plots; return the path of the .md.
+
+    `top`: how many of the best tickets the convergence and speed-up plots show. Raises `UserError`
+    when the directory holds no epoch records yet.
+    """
+    results = load(out)
+    if results.epochs.empty:
+        raise UserError(f"{results.out}: no epoch records yet (epochs/ is empty); nothing to report")
+    epochs = results.epochs.drop_duplicates(["trial_id", "round", "phase", "epoch"], keep="last")
+    trials = _trials_table(results, epochs)
+    metric, mode = _objective(results)
+    ranked = _ranked(trials, mode)
+    space = results.search.get("space") or {}
+    directory = results.out / "report"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in PLOTS:  # a plot skipped now must not survive from an earlier report
+        (directory / name).unlink(missing_ok=True)
+
+    lines = _header(results, trials, metric, mode)
+    lines += ["", "## Leaderboard", ""] + _leaderboard(ranked, space, metric)
+    with matplotlib.rc_context(STYLE):
+        sections = [
+            ("Convergence of the best tickets", "curves.png", _plot_curves(directory / "curves.png", epochs, ranked, top)),
+            ("Sparsity against robustness", "pareto.png", _plot_pareto(directory / "pareto.png", trials)),
+            ("Objective across the searched space", "hyperparameters.png",
+             _plot_hyperparameters(directory / "hyperparameters.png", trials, space, metric, mode)),
+            ("Speed-up including the cost of finding the ticket", "speedup.png",
+             _plot_speedup(directory / "speedup.png", ranked, top)),
+        ]
+    for title, name, (caption, skipped) in sections:
+        lines += ["", f"## {title}", ""]
+        lines += [f"_Skipped: {skipped}_"] if skipped else [f"![{title}]({name})", "", f"*{caption}*"]
+    lines += _failures(trials) + _problems(results)
+    path = directory / "report.md"
+    temporary = directory / ".report.md.tmp"
+    temporary.write_text("\n".join(lines) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _trials_table(results: SearchResults, epochs: pd.DataFrame) -> pd.DataFrame:
+    """trials.parquet, plus a `running` row (from its last epoch) for a trial that has epochs only."""
+    trials = results.trials.copy()
+    if "trial_id" not in trials:
+        trials = pd.DataFrame({"trial_id": pd.Series(dtype=str)})
+    missing = sorted(set(epochs["trial_id"]) - set(trials["trial_id"]))
+    if missing:
+        last = epochs[epochs["trial_id"].isin(missing)].sort_values("global_epoch").groupby("trial_id").last()
+        extra = pd.DataFrame({
+            "trial_id": last.index, "status": "running",
+            "final_sparsity": last["sparsity"].to_numpy(), "final_val_clean_acc": last["val_clean_acc"].to_numpy(),
+            "final_val_robust_acc": last["val_robust_acc"].to_numpy(), "robust_auc": last["robust_auc"].to_numpy(),
+        })
+        trials = pd.concat([trials, extra], ignore_index=True)
+    for column in ("status", "error"):
+        if column not in trials:
+            trials[column] = "running" if column == "status" else ""
+    trials["status"] = trials["status"].fillna("running")
+    return trials
+
+
+def _col(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A numeric column, NaN where absent or not a number."""
+    if name not in frame:
+        return pd.Series(np.nan, index=frame.index, dtype=float)
+    return pd.to_numeric(frame[name], errors="coerce")
+
+
+def _objective(results: SearchResults) -> tuple[str, str]:
+    spec_objective = (results.search.get("spec") or {}).get("objective") or {}
+    trials = results.trials
+    metric = spec_objective.get("metric") or _first(trials, "config.objective.metric") or "robust_auc"
+    mode = spec_objective.get("mode") or _first(trials, "config.objective.mode") or "max"
+    return str(metric), str(mode)
+
+
+def _first(frame: pd.DataFrame, column: str) -> Any:
+    values = frame[column].dropna() if column in frame else ()
+    return values.iloc[0] if len(values) else None
+
+
+def _ranked(trials: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Trials with an objective, best first (ties broken by trial id, so the order is reproducible)."""
+    scored = trials.assign(objective=_col(trials, "objective"))
+    scored = scored[scored["objective"].notna()].sort_values("trial_id")
+    return scored.sort_values("objective", ascending=mode == "min", kind="stable").reset_index(drop=True)
+
+
+def _scale(metric: str) -> tuple[float, str]:
+    """(factor, axis label) of an objective value."""
+    if metric in FRACTIONS:
+        return 100.0, f"{metric} (%)"
+    unit = UNITS.get(metric)
+    return 1.0, f"{metric} ({unit})" if unit else metric
+
+
+def _fmt(value: Any, percent: bool = False, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return f"{100 * value:.1f}" if percent else f"{value:.4g}{suffix}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _time(stamp: Any) -> str:
+    if not isinstance(stamp, (int, float)):
+        return "–"
+    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+
+def _header(results: SearchResults, trials: pd.DataFrame, metric: str, mode: str) -> list[str]:
+    search = results.search
+    name = search.get("name") or _first(trials, "config.name") or results.out.name
+    counts = trials["status"].value_counts()
+    by_status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none yet"
+    if results.finished:
+        state = f"finished {_time(search.get('ended'))}" if search else "finished"
+    else:
+        state = f"**still running: partial results** (as of {_time(datetime.now(timezone.utc).timestamp())})"
+    lines = [f"# Report: {name}", ""]
+    if search:
+        lines.append(f"- spec hash: `{search.get('spec_hash', '–')}`; started {_time(search.get('started'))}")
+    else:
+        lines.append(f"- a single trial from `ticketsearch train` (config hash `{_first(trials, 'config_hash') or '–'}`)")
+    lines += [
+        f"- search: {state}",
+        f"- objective: `{metric}` ({mode}imise)",
+        f"- trials: {len(trials)} ({by_status}); {len(results.epochs)} epoch records",
+        f"- results: `{results.out}`",
+    ]
+    return lines
+
+
+def _leaderboard(ranked: pd.DataFrame, space: dict[str, Any], metric: str) -> list[str]:
+    if ranked.empty:
+        return ["_No trial has reported its objective yet._"]
+    factor, _ = _scale(metric)
+    headers = ["#", "trial", "status", *space, metric + (" (%)" if factor == 100 else ""), "sparsity (%)",
+               "val clean (%)", "val robust (%)", "test clean (%)", "test robust (%)", "speed-up"]
+    rows = []
+    for rank, row in enumerate(ranked.head(LEADERBOARD_ROWS).to_dict("records"), start=1):
+        rows.append([
+            str(rank), f"`{row['trial_id']}`", row["status"], *(_fmt(row.get(f"config.{p}")) for p in space),
+            _fmt(row["objective"] * factor), *(_fmt(row.get(c), percent=True) for c in (
+                "final_sparsity", "final_val_clean_acc", "final_val_robust_acc", "test_clean_acc", "test_robust_acc")),
+            _fmt(row.get("speedup"), suffix="×"),
+        ])
+    lines = _table(headers, rows)
+    if len(ranked) > LEADERBOARD_ROWS:
+        lines += ["", f"_{len(ranked) - LEADERBOARD_ROWS} more trials in `trials.parquet`._"]
+    return lines + ["", "Sparsity and validation accuracies are at the trial's last epoch; test accuracies are "
+                        "measured once, on the finished ticket; speed-up is dense seconds to the dense network's "
+                        "robust accuracy over (finding + ticket seconds to it)."]
+
+
+def _failures(trials: pd.DataFrame) -> list[str]:
+    failed = trials[trials["status"].isin(["error", "diverged"])]
+    if failed.empty:
+        return []
+    lines = ["", "## Failed trials", ""]
+    for row in failed.sort_values("trial_id").to_dict("records"):
+        message = " ".join(str(row.get("error") or "no message recorded").split())
+        lines.append(f"- `{row['trial_id']}` ({row['status']}): {message[:300]}")
+    return lines
+
+
+def _problems(results: SearchResults) -> list[str]:
+    if not results.problems:
+        return []
+    return ["", "## Files that could not be read", ""] + [f"- {p}" for p in results.problems]
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def _figure(width: float, height: float, columns: int = 1, rows: int = 1):
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(rows, columns, squeeze=False)
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.savefig(path, dpi=DPI, facecolor="white")
+
+
+def _plot_curves(path: Path, epochs: pd.DataFrame, ranked: pd.DataFrame, top: int) -> tuple[str, str | None]:
+    """Validation robust accuracy per epoch of the best tickets (solid) and their dense references (dashed)."""
+    with_ticket = set(epochs.loc[epochs["phase"] == "ticket", "trial_id"])
+    best = [t for t in ranked["trial_id"] if t in with_ticket][:top]
+    if not best:
+        return "", "no trial has reached its ticket round yet."
+    figure, axes = _figure(7.5, 4.6)
+    ax = axes[0, 0]
+    colours = matplotlib.colormaps["tab10"].colors
+    for colour, trial_id in zip(colours, best):
+        own = epochs[epochs["trial_id"] == trial_id].sort_values("global_epoch")
+        ticket = own[own["phase"] == "ticket"]
+        reference = own[own["phase"] == "baseline"]
+        note = ""
+        if reference.empty:
+            reference = own[own["phase"] == "dense"]
+            if not reference.empty and reference["regime"].iloc[0] != ticket["regime"].iloc[0]:
+                note = f", {reference['regime'].iloc[0]}"  # the dense network under the finding regime
+        sparsity = 100 * ticket["sparsity"].iloc[-1]
+        ax.plot(ticket["epoch"], 100 * ticket["val_robust_acc"], "-o", color=colour, markersize=4, linewidth=2,
+                label=f"{trial_id} ticket ({sparsity:.0f}% sparse)")
+        if not reference.empty:
+            ax.plot(reference["epoch"], 100 * reference["val_robust_acc"], "--", color=colour, linewidth=1.5,
+                    label=f"{trial_id} dense{note}")
+    ax.set(xlabel="epoch (within the round)", ylabel="validation robust accuracy (%)",
+           title=f"Best {len(best)} ticket{'s' * (len(best) > 1)} against the dense network")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc="lower right", ncols=2 if len(best) > 2 else 1)
+    _save(figure, path)
+    regime = epochs.loc[epochs["phase"] == "ticket", "regime"].iloc[0]
+    return (f"Validation robust accuracy per epoch of the {len(best)} best tickets by objective (solid, trained "
+            f"under {regime}) and of the dense network trained the same way (dashed, same colour)."), None
+
+
+def _pareto_front(points: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats in both sparsity and robust accuracy (both maximised)."""
+    order = np.lexsort((-points[:, 1], -points[:, 0]))  # sparsity descending, then accuracy descending
+    front, best = [], -np.inf
+    for index in order:
+        if points[index, 1] > best:
+            front.append(index)
+            best = points[index, 1]
+    return np.array(front[::-1], dtype=int)  # sparsity ascending
+
+
+def _status_groups(frame: pd.DataFrame):
+    for status in sorted(frame["status"].unique(), key=lambda s: (s not in STATUS_STYLE, list(STATUS_STYLE).index(s) if s in STATUS_STYLE else 0, s)):
+        colour, marker = STATUS_STYLE.get(status, ("tab:purple", "s"))
+        yield status, frame[frame["status"] == status], colour, marker
+
+
+def _plot_pareto(path: Path, trials: pd.DataFrame) -> tuple[str, str | None]:
+    frame = trials.assign(x=100 * _col(trials, "final_sparsity"), y=100 * _col(trials, "final_val_robust_acc"))
+    frame = frame[frame["x"].notna() & frame["y"].notna()].reset_index(drop=True)
+    if frame.empty:
+        return "", "no trial has a final sparsity and validation robust accuracy yet."
+    figure, axes = _figure(7, 4.6)
+    ax = axes[0, 0]
+    front = _pareto_front(frame[["x", "y"]].to_numpy())
+    fx, fy = frame.loc[front, "x"], frame.loc[front, "y"]
+    ax.plot(fx, fy, drawstyle="steps-pre", color="0.3", linewidth=1.2, zorder=1, label="Pareto front")
+    ax.scatter(fx, fy, s=150, facecolors="none", edgecolors="crimson", linewidths=1.8, zorder=3,
+               label="on the front")
+    for status, group, colour, marker in _status_groups(frame):
+        ax.scatter(group["x"], group["y"], c=colour, marker=marker, s=40, alpha=0.85, zorder=2,
+                   label=f"{status} ({len(group)})")
+    for i in front:
+        ax.annotate(frame.loc[i, "trial_id"], (frame.loc[i, "x"], frame.loc[i, "y"]), xytext=(6, 6),
+                    textcoords="offset points", fontsize=8, color="crimson")
+    ax.set(xlabel="final sparsity (%)", ylabel="final validation robust accuracy (%)",
+           title="Sparsity against robustness, every trial")
+    ax.set_xlim(-3, 103)
+    ax.legend(loc="best")
+    _save(figure, path)
+    return (f"Final sparsity against final validation robust accuracy of {len(frame)} trials (at each trial's last "
+            f"epoch, so early-stopped trials sit at their last round); circled: the {len(front)} trial(s) on the "
+            "Pareto front."), None
+
+
+def _plot_hyperparameters(path: Path, trials: pd.DataFrame, space: dict[str, Any], metric: str,
+                          mode: str) -> tuple[str, str | None]:
+    if not space:
+        return "", "no search space (the output of a single `ticketsearch train` run)."
+    factor, label = _scale(metric)
+    frame = trials.assign(y=factor * _col(trials, "objective"))
+    frame = frame[frame["y"].notna()]
+    paths = [p for p in space if f"config.{p}" in frame]
+    if frame.empty or not paths:
+        return "", "no trial has reported its objective yet." if frame.empty else "no searched parameter is in trials.parquet."
+    best = frame.loc[frame["y"].idxmax() if mode == "max" else frame["y"].idxmin()]
+    columns = min(3, len(paths))
+    rows = math.ceil(len(paths) / columns)
+    figure, axes = _figure(4.2 * columns, 3.6 * rows, columns, rows)
+    for ax, parameter in zip(axes.flat, paths):
+        kind, args = space[parameter].get("kind"), space[parameter].get("args") or []
+        values = pd.to_numeric(frame[f"config.{parameter}"], errors="coerce")
+        numeric = values.notna().all()
+        if numeric:
+            x = values
+            positive = (x > 0).all() and len(x)
+            if kind == "loguniform" or (kind in ("choice", "grid") and positive and x.max() / x.min() >= 10):
+                ax.set_xscale("log")
+            best_x = float(pd.to_numeric(pd.Series([best[f'config.{parameter}']])).iloc[0])
+        else:  # a categorical parameter: one position per choice, in the order of the space
+            labels = [str(a) for a in args] or sorted(frame[f"config.{parameter}"].astype(str).unique())
+            position = {v: i for i, v in enumerate(labels)}
+            x = frame[f"config.{parameter}"].astype(str).map(position)
+            ax.set_xticks(range(len(labels)), labels)
+            best_x = position.get(str(best[f"config.{parameter}"]), np.nan)
+        for status, group, colour, marker in _status_groups(frame.assign(x=x)):
+            ax.scatter(group["x"], group["y"], c=colour, marker=marker, s=40, alpha=0.85, label=status)
+        ax.scatter([best_x], [best["y"]], s=220, marker="*", facecolors="none", edgecolors="crimson",
+                   linewidths=1.5, label="best")
+        ax.set(xlabel=f"{parameter} ({kind})", ylabel=label, title=parameter)
+    for ax in list(axes.flat)[len(paths):]:
+        ax.set_visible(False)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="outside lower center", ncols=len(names))
+    figure.suptitle(f"Objective ({metric}, {mode}imised) against each searched parameter")
+    _save(figure, path)
+    return (f"The objective {metric} of {len(frame)} trials against each searched parameter; a star marks the best "
+            "trial. Early-stopped trials report the objective at the epoch they stopped."), None
+
+
+def _plot_speedup(path: Path, ranked: pd.DataFrame, top: int) -> tuple[str, str | None]:
+    """Epochs and seconds to the dense network's robust accuracy; the ticket's seconds include finding it."""
+    frame = ranked.assign(**{c: _col(ranked, c) for c in (
+        "target_robust_acc", "ticket_epochs_to_target", "dense_epochs_to_target", "ticket_seconds_to_target",
+        "dense_seconds_to_target", "find_seconds", "speedup", "epoch_speedup")})
+    frame = frame[frame["target_robust_acc"].notna() & frame["dense_epochs_to_target"].notna()].head(top)
+    if frame.empty:
+        return "", ("no trial has convergence measures yet (they need a finished ticket round and a dense "
+                    "reference under the ticket's regime).")
+    figure, axes = _figure(10, 4.4, columns=2)
+    left, right = axes[0]
+    x = np.arange(len(frame))
+    width = 0.38
+    reached = frame["ticket_epochs_to_target"].notna()
+    left.bar(x - width / 2, frame["ticket_epochs_to_target"].fillna(0), width, color="tab:blue", label="ticket")
+    left.bar(x + width / 2, frame["dense_epochs_to_target"], width, color="tab:gray", label="dense")
+    right.bar(x - width / 2, frame["find_seconds"].fillna(0), width, color="tab:blue", alpha=0.35, hatch="//",
+              edgecolor="tab:blue", label="finding the ticket")
+    right.bar(x - width / 2, frame["ticket_seconds_to_target"].fillna(0), width,
+              bottom=frame["find_seconds"].fillna(0), color="tab:blue", label="ticket training")
+    right.bar(x + width / 2, frame["dense_seconds_to_target"], width, color="tab:gray", label="dense training")
+    for i, row in enumerate(frame.to_dict("records")):
+        if not reached.iloc[i]:
+            for ax, base in ((left, 0.0), (right, row["find_seconds"])):
+                ax.annotate("target\nnot reached", (i - width / 2, 0 if math.isnan(base) else base),
+                            xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
+            continue
+        left.annotate(f"×{row['epoch_speedup']:.2f}", (i - width / 2, row["ticket_epochs_to_target"]),
+                      xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
+        right.annotate(f"×{row['speedup']:.2f}", (i - width / 2, row["find_seconds"] + row["ticket_seconds_to_target"]),
+                       xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
+    labels = [f"{r['trial_id']}\n{100 * r['final_sparsity']:.0f}% sparse" if not math.isnan(r.get("final_sparsity", math.nan))
+              else r["trial_id"] for r in frame.to_dict("records")]
+    for ax in (left, right):
+        ax.set_xticks(x, labels)
+        ax.margins(y=0.15)
+        ax.grid(axis="x", visible=False)
+        ax.legend(loc="upper left", fontsize=8)
+    left.set(ylabel="epochs to target", title="Epochs (finding excluded)")
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set(ylabel="training seconds to target (s)", title="Seconds (finding included)")
+    figure.suptitle("Time to reach the dense network's final validation robust accuracy")
+    _save(figure, path)
+    return ("Epochs (left) and training seconds (right) the best tickets and the dense network take to reach the "
+            "dense network's final validation robust accuracy; the ticket's seconds bar stacks the cost of finding "
+            "it (hatched) under its training; ×: speed-up (dense over ticket; above 1, the ticket is faster)."), None

@@ -1,0 +1,84 @@
+"""A ticket as files: its mask, its rewind weights, its trained weights, and a manifest.
+
+`<dir>/mask.pt` (bool tensors by parameter name), `rewind.pt` (the state dict the ticket was rewound
+to: the initialisation or epoch k of round 0), `trained.pt` (the state dict at the end of the ticket's
+round), `manifest.json` (model, width, depth, data set, sparsity, metrics, the trial config). The
+.pt files load with `torch.load(weights_only=True)`; `load_ticket` rebuilds the trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ticketsearch.core.checkpoint import load_tensors
+from ticketsearch.core.data import dataset_info
+from ticketsearch.core.models import create_model
+from ticketsearch.core.pruning import Mask
+from ticketsearch.errors import UserError
+from ticketsearch.spec import TrialConfig, validate_trial
+
+FILES = ("mask.pt", "rewind.pt", "trained.pt", "manifest.json")
+
+
+def write_ticket(directory: str | Path, state: dict[str, Any], config: TrialConfig, metrics: dict[str, Any]) -> Path:
+    """Write the ticket held by a finished trial's state (`IMPTrainer.state_dict()`)."""
+    if not state.get("ticket"):
+        raise ValueError("the trial state holds no finished ticket")
+    directory = Path(directory)
+    temporary = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    ticket = state["ticket"]
+    rewind = state["rewind"] if state.get("rewind") is not None else state["init"]
+    torch.save(_cpu(ticket["mask"]), temporary / "mask.pt")
+    torch.save(_cpu(rewind), temporary / "rewind.pt")
+    torch.save(_cpu(ticket["weights"]), temporary / "trained.pt")
+    mask = Mask({k: v for k, v in ticket["mask"].items()})
+    manifest = {
+        "model": config.model.model_dump(mode="json"),
+        "dataset": config.data.dataset,
+        "sparsity": mask.sparsity(),
+        "prunable_weights": mask.total(),
+        "rewind_epoch": config.prune.rewind,
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))},
+        "config": config.to_dict(),
+    }
+    (temporary / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(temporary, directory)  # a reader sees the whole ticket or none
+    return directory
+
+
+def load_ticket(directory: str | Path, weights: str = "trained") -> tuple[nn.Module, Mask, dict[str, Any]]:
+    """(model with the ticket's `trained` or `rewind` weights and its mask applied, mask, manifest)."""
+    directory = Path(directory)
+    if not (directory / "manifest.json").is_file():
+        raise UserError(f"{directory}: not a ticket (no manifest.json); expected {', '.join(FILES)}")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    config = validate_trial(manifest["config"], str(directory / "manifest.json"))
+    info = dataset_info(config.data.dataset)
+    model = create_model(config.model.arch, width=config.model.width, depth=config.model.depth,
+                         num_classes=info.num_classes, in_channels=info.channels, mean=info.mean, std=info.std)
+    state = load_tensors(directory / f"{weights}.pt")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise UserError(f"{directory / f'{weights}.pt'}: does not fit {config.model.arch} width "
+                        f"{config.model.width:g} ({str(error).splitlines()[0]})") from None
+    from ticketsearch.core.pruning import MaskApplier, prunable_weights
+
+    prunable = prunable_weights(model, config.prune.exclude)
+    mask = Mask.from_state_dict(load_tensors(directory / "mask.pt"), prunable)
+    MaskApplier(prunable, mask)()
+    return model, mask, manifest
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
