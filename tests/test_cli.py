@@ -37,7 +37,7 @@ def test_train_writes_parquet_and_tensorboard_that_match_the_records(tmp_path, c
     assert list(epochs["global_epoch"]) == [1, 2, 3, 4] and set(epochs["phase"]) == {"dense", "ticket"}
     assert (epochs["lr"] <= 0.05).all()
     trials = pd.read_parquet(out / "trials.parquet")
-    assert trials.loc[0, "status"] == "completed" and trials.loc[0, "train.lr"] == 0.05
+    assert trials.loc[0, "status"] == "completed" and trials.loc[0, "config.train.lr"] == 0.05
     assert trials.loc[0, "final_val_robust_acc"] == epochs["val_robust_acc"].iloc[-1]
     (run,) = (out / "tensorboard").iterdir()
     events = EventAccumulator(str(run))

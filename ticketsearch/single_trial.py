@@ -80,7 +80,8 @@ def run_one_trial(
     finally:
         writer.close()
     summary = {"trial_id": trial_id, "seed": config.train.seed, **trainer.summary(),
-               "wall_seconds": time.time() - started, **flatten(config.to_dict())}
+               "wall_seconds": time.time() - started,
+               **{f"config.{k}": v for k, v in flatten(config.to_dict()).items()}}
     if trainer.ticket_state is not None:
         summary["ticket_dir"] = str(write_ticket(out / "tickets" / trial_id, trainer.state_dict(), config, summary))
     write_table_atomic(pa.Table.from_pylist([summary]), out / "trials.parquet")
