@@ -14,7 +14,6 @@ from ray.tune.search import BasicVariantGenerator, Searcher
 
 from ticketsearch.errors import UserError
 from ticketsearch.spec import Distribution, Spec
-from ticketsearch.trainers import RECORD_FIELDS
 from ticketsearch.trainers.imp import plan_phases
 
 # Reported after every epoch, so ASHA can compare trials at its rungs.
@@ -90,5 +89,3 @@ def make_scheduler(spec: Spec):
         reduction_factor=scheduler.reduction_factor,
     )
 
-
-NUMERIC_RECORD_FIELDS = tuple(f for f in RECORD_FIELDS if f not in ("phase", "regime", "guard_action"))
