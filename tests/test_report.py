@@ -5,11 +5,16 @@ import re
 import shutil
 
 import matplotlib.image
+import numpy as np
+import pandas as pd
 import pytest
 
 from ticketsearch.cli import main
 from ticketsearch.errors import UserError
-from ticketsearch.results.report import write_report
+from ticketsearch.results.report import _pareto_front, write_report
+from ticketsearch.single_trial import run_one_trial
+
+from tiny import tiny_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -23,31 +28,78 @@ def check_report(markdown_path):
         assert png.read_bytes()[:8] == PNG_SIGNATURE
         height, width = matplotlib.image.imread(png).shape[:2]
         assert height > 100 and width > 100
+    assert {p.name for p in markdown_path.parent.glob("*.png")} == set(linked), "a plot on disk is not linked"
     return text, linked
+
+
+def copy_of(out, destination):
+    shutil.copytree(out, destination, ignore=shutil.ignore_patterns("ray", "tensorboard", "tickets", "report"))
+    return destination
 
 
 def test_report_links_valid_plots(finished_search, tmp_path, capsys):
     _, out = finished_search
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("ray", "tensorboard", "tickets"))
+    copy = copy_of(out, tmp_path / "copy")
     assert main(["report", str(copy)]) == 0
     markdown = copy / "report" / "report.md"
     assert str(markdown) in capsys.readouterr().out
     text, linked = check_report(markdown)
-    assert {"curves.png", "pareto.png", "hyperparameters.png"} <= set(linked)
-    assert "Leaderboard" in text and "still running" not in text
+    assert {"curves.png", "pareto.png", "hyperparameters.png", "speedup.png"} == set(linked)
+    assert "Leaderboard" in text and "still running" not in text and "Skipped" not in text
+    trials = pd.read_parquet(copy / "trials.parquet")
+    best = trials.sort_values(["objective", "trial_id"], ascending=[False, True]).iloc[0]
+    first_row = next(line for line in text.splitlines() if line.startswith("| 1 |"))
+    assert best["trial_id"] in first_row
+    header = next(line for line in text.splitlines() if line.startswith("| # |"))
+    assert all(path in header for path in json.loads((copy / "search.json").read_text())["space"])
 
 
 def test_partial_search_still_gets_a_report(finished_search, tmp_path):
     _, out = finished_search
-    copy = tmp_path / "partial"
-    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("ray", "tensorboard", "tickets"))
-    sorted((copy / "epochs").glob("*.parquet"))[0].unlink()
+    copy = copy_of(out, tmp_path / "partial")
+    files = sorted((copy / "epochs").glob("*.parquet"))
+    files[0].unlink()
     search = json.loads((copy / "search.json").read_text())
     search["ended"] = None
     (copy / "search.json").write_text(json.dumps(search))
+    # one trial not yet in trials.parquet (epochs only), one that failed
+    trials = pd.read_parquet(copy / "trials.parquet")
+    unlisted, failed = files[1].stem, files[2].stem
+    trials = trials[trials["trial_id"] != unlisted].copy()
+    trials.loc[trials["trial_id"] == failed, ["status", "error"]] = ["error", "RuntimeError: out of | memory\nat step 3"]
+    trials.to_parquet(copy / "trials.parquet")
     text, _ = check_report(write_report(copy))
-    assert "partial" in text
+    assert "still running: partial results" in text
+    assert f"`{failed}` (error): RuntimeError: out of | memory at step 3" in text
+    assert re.search(rf"\| `{unlisted}` \| running \|", text)
+
+
+def test_search_without_tickets_skips_the_ticket_plots(finished_search, tmp_path):
+    _, out = finished_search
+    copy = copy_of(out, tmp_path / "dense-only")
+    epochs = pd.read_parquet(copy / "epochs")
+    with_ticket = set(epochs.loc[epochs["phase"] == "ticket", "trial_id"])
+    for trial_id in with_ticket:
+        (copy / "epochs" / f"{trial_id}.parquet").unlink()
+    trials = pd.read_parquet(copy / "trials.parquet")
+    trials[~trials["trial_id"].isin(with_ticket)].to_parquet(copy / "trials.parquet")
+    text, linked = check_report(write_report(copy))
+    assert set(linked) == {"pareto.png", "hyperparameters.png"}
+    assert text.count("_Skipped:") == 2
+
+
+def test_single_trial_from_train_has_a_report_without_search_plots(tmp_path):
+    out = tmp_path / "train"
+    run_one_trial(tiny_config(), out=out, device="cpu", echo=lambda line: None)
+    text, linked = check_report(write_report(out, top=1))
+    assert "hyperparameters.png" not in linked and {"curves.png", "pareto.png"} <= set(linked)
+    assert "ticketsearch train" in text and "partial" not in text
+    assert "| 1 | `tiny-" in text  # ranked by the objective metric although train writes no objective column
+
+
+def test_pareto_front_keeps_the_points_no_other_beats_in_both():
+    points = np.array([[0.5, 0.6], [0.8, 0.5], [0.5, 0.4], [0.2, 0.7], [0.8, 0.3], [0.1, 0.7]])
+    assert list(_pareto_front(points)) == [3, 0, 1]
 
 
 def test_no_records_is_a_clear_error(tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ticketsearch.errors import UserError
 from ticketsearch.results.store import SearchResults, load
@@ -57,8 +57,8 @@ def write_report(out: str | Path, top: int = 3) -> Path:
     if results.epochs.empty:
         raise UserError(f"{results.out}: no epoch records yet (epochs/ is empty); nothing to report")
     epochs = results.epochs.drop_duplicates(["trial_id", "round", "phase", "epoch"], keep="last")
-    trials = _trials_table(results, epochs)
     metric, mode = _objective(results)
+    trials = _trials_table(results, epochs, metric)
     ranked = _ranked(trials, mode)
     space = results.search.get("space") or {}
     directory = results.out / "report"
@@ -70,7 +70,8 @@ def write_report(out: str | Path, top: int = 3) -> Path:
     lines += ["", "## Leaderboard", ""] + _leaderboard(ranked, space, metric)
     with matplotlib.rc_context(STYLE):
         sections = [
-            ("Convergence of the best tickets", "curves.png", _plot_curves(directory / "curves.png", epochs, ranked, top)),
+            ("Convergence of the best tickets", "curves.png",
+             _plot_curves(directory / "curves.png", epochs, ranked, top)),
             ("Sparsity against robustness", "pareto.png", _plot_pareto(directory / "pareto.png", trials)),
             ("Objective across the searched space", "hyperparameters.png",
              _plot_hyperparameters(directory / "hyperparameters.png", trials, space, metric, mode)),
@@ -91,11 +92,16 @@ def write_report(out: str | Path, top: int = 3) -> Path:
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def _trials_table(results: SearchResults, epochs: pd.DataFrame) -> pd.DataFrame:
-    """trials.parquet, plus a `running` row (from its last epoch) for a trial that has epochs only."""
+def _trials_table(results: SearchResults, epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """trials.parquet, plus a `running` row (from its last epoch) for a trial that has epochs only.
+
+    `ticketsearch train` writes no `objective` column: it is then the objective metric's column.
+    """
     trials = results.trials.copy()
     if "trial_id" not in trials:
         trials = pd.DataFrame({"trial_id": pd.Series(dtype=str)})
+    if "objective" not in trials:
+        trials["objective"] = _col(trials, metric)
     missing = sorted(set(epochs["trial_id"]) - set(trials["trial_id"]))
     if missing:
         last = epochs[epochs["trial_id"].isin(missing)].sort_values("global_epoch").groupby("trial_id").last()
@@ -103,6 +109,7 @@ def _trials_table(results: SearchResults, epochs: pd.DataFrame) -> pd.DataFrame:
             "trial_id": last.index, "status": "running",
             "final_sparsity": last["sparsity"].to_numpy(), "final_val_clean_acc": last["val_clean_acc"].to_numpy(),
             "final_val_robust_acc": last["val_robust_acc"].to_numpy(), "robust_auc": last["robust_auc"].to_numpy(),
+            "objective": last[metric].to_numpy() if metric in last else np.nan,
         })
         trials = pd.concat([trials, extra], ignore_index=True)
     for column in ("status", "error"):
@@ -147,24 +154,29 @@ def _scale(metric: str) -> tuple[float, str]:
     return 1.0, f"{metric} ({unit})" if unit else metric
 
 
-def _fmt(value: Any, percent: bool = False, suffix: str = "") -> str:
+def _fmt(value: Any, percent: bool = False, digits: str = ".4g", suffix: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value)).lower()
     if isinstance(value, (int, float, np.integer, np.floating)):
-        return f"{100 * value:.1f}" if percent else f"{value:.4g}{suffix}"
+        return f"{100 * value:.1f}" if percent else f"{value:{digits}}{suffix}"
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def _time(stamp: Any) -> str:
     if not isinstance(stamp, (int, float)):
         return "–"
-    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -178,16 +190,16 @@ def _header(results: SearchResults, trials: pd.DataFrame, metric: str, mode: str
     if results.finished:
         state = f"finished {_time(search.get('ended'))}" if search else "finished"
     else:
-        state = f"**still running: partial results** (as of {_time(datetime.now(timezone.utc).timestamp())})"
+        state = f"**still running: partial results** (as of {_time(datetime.now(UTC).timestamp())})"
     lines = [f"# Report: {name}", ""]
     if search:
         lines.append(f"- spec hash: `{search.get('spec_hash', '–')}`; started {_time(search.get('started'))}")
     else:
-        lines.append(f"- a single trial from `ticketsearch train` (config hash `{_first(trials, 'config_hash') or '–'}`)")
+        lines.append("- a single trial from `ticketsearch train` (no search.json)")
     lines += [
-        f"- search: {state}",
+        f"- state: {state}",
         f"- objective: `{metric}` ({mode}imise)",
-        f"- trials: {len(trials)} ({by_status}); {len(results.epochs)} epoch records",
+        f"- trials: {len(trials)} ({by_status}); {_n(len(results.epochs), 'epoch record')}",
         f"- results: `{results.out}`",
     ]
     return lines
@@ -200,19 +212,21 @@ def _leaderboard(ranked: pd.DataFrame, space: dict[str, Any], metric: str) -> li
     headers = ["#", "trial", "status", *space, metric + (" (%)" if factor == 100 else ""), "sparsity (%)",
                "val clean (%)", "val robust (%)", "test clean (%)", "test robust (%)", "speed-up"]
     rows = []
+    accuracies = ("final_sparsity", "final_val_clean_acc", "final_val_robust_acc", "test_clean_acc", "test_robust_acc")
     for rank, row in enumerate(ranked.head(LEADERBOARD_ROWS).to_dict("records"), start=1):
+        objective = f"{row['objective'] * factor:.1f}" if factor == 100 else _fmt(row["objective"])
         rows.append([
             str(rank), f"`{row['trial_id']}`", row["status"], *(_fmt(row.get(f"config.{p}")) for p in space),
-            _fmt(row["objective"] * factor), *(_fmt(row.get(c), percent=True) for c in (
-                "final_sparsity", "final_val_clean_acc", "final_val_robust_acc", "test_clean_acc", "test_robust_acc")),
-            _fmt(row.get("speedup"), suffix="×"),
+            objective, *(_fmt(row.get(c), percent=True) for c in accuracies),
+            _fmt(row.get("speedup"), digits=".2f", suffix="×"),
         ])
     lines = _table(headers, rows)
     if len(ranked) > LEADERBOARD_ROWS:
         lines += ["", f"_{len(ranked) - LEADERBOARD_ROWS} more trials in `trials.parquet`._"]
-    return lines + ["", "Sparsity and validation accuracies are at the trial's last epoch; test accuracies are "
-                        "measured once, on the finished ticket; speed-up is dense seconds to the dense network's "
-                        "robust accuracy over (finding + ticket seconds to it)."]
+    note = ("Sparsity and validation accuracies are at the trial's last epoch; test accuracies are measured once, "
+            "on the finished ticket; speed-up is dense seconds to the dense network's robust accuracy over "
+            "(finding + ticket seconds to it).")
+    return [*lines, "", note]
 
 
 def _failures(trials: pd.DataFrame) -> list[str]:
@@ -251,9 +265,10 @@ def _plot_curves(path: Path, epochs: pd.DataFrame, ranked: pd.DataFrame, top: in
     best = [t for t in ranked["trial_id"] if t in with_ticket][:top]
     if not best:
         return "", "no trial has reached its ticket round yet."
-    figure, axes = _figure(7.5, 4.6)
+    figure, axes = _figure(9, 4.6)
     ax = axes[0, 0]
     colours = matplotlib.colormaps["tab10"].colors
+    regimes, other_regime = set(), False
     for colour, trial_id in zip(colours, best):
         own = epochs[epochs["trial_id"] == trial_id].sort_values("global_epoch")
         ticket = own[own["phase"] == "ticket"]
@@ -262,21 +277,27 @@ def _plot_curves(path: Path, epochs: pd.DataFrame, ranked: pd.DataFrame, top: in
         if reference.empty:
             reference = own[own["phase"] == "dense"]
             if not reference.empty and reference["regime"].iloc[0] != ticket["regime"].iloc[0]:
-                note = f", {reference['regime'].iloc[0]}"  # the dense network under the finding regime
+                note = f", {reference['regime'].iloc[0]}"  # no baseline yet: the dense round's finding regime
+                other_regime = True
+        regimes.add(ticket["regime"].iloc[0])
         sparsity = 100 * ticket["sparsity"].iloc[-1]
         ax.plot(ticket["epoch"], 100 * ticket["val_robust_acc"], "-o", color=colour, markersize=4, linewidth=2,
                 label=f"{trial_id} ticket ({sparsity:.0f}% sparse)")
         if not reference.empty:
             ax.plot(reference["epoch"], 100 * reference["val_robust_acc"], "--", color=colour, linewidth=1.5,
                     label=f"{trial_id} dense{note}")
+    title = "The best ticket" if len(best) == 1 else f"The {len(best)} best tickets"
     ax.set(xlabel="epoch (within the round)", ylabel="validation robust accuracy (%)",
-           title=f"Best {len(best)} ticket{'s' * (len(best) > 1)} against the dense network")
+           title=f"{title} against the dense network")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="lower right", ncols=2 if len(best) > 2 else 1)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), title="solid: ticket, dashed: dense",
+              title_fontsize=9)
     _save(figure, path)
-    regime = epochs.loc[epochs["phase"] == "ticket", "regime"].iloc[0]
-    return (f"Validation robust accuracy per epoch of the {len(best)} best tickets by objective (solid, trained "
-            f"under {regime}) and of the dense network trained the same way (dashed, same colour)."), None
+    reference = ("the dense network (dashed, same colour; trained the same way, or, where the legend names "
+                 "another regime, the dense round that found the ticket)" if other_regime
+                 else "the dense network trained the same way (dashed, same colour)")
+    return (f"Validation robust accuracy per epoch of the {_n(len(best), 'best ticket')} by objective (solid, trained "
+            f"under {' / '.join(sorted(regimes))}) and of {reference}."), None
 
 
 def _pareto_front(points: np.ndarray) -> np.ndarray:
@@ -291,7 +312,9 @@ def _pareto_front(points: np.ndarray) -> np.ndarray:
 
 
 def _status_groups(frame: pd.DataFrame):
-    for status in sorted(frame["status"].unique(), key=lambda s: (s not in STATUS_STYLE, list(STATUS_STYLE).index(s) if s in STATUS_STYLE else 0, s)):
+    """(status, its rows, colour, marker) in the order of STATUS_STYLE, unknown statuses last."""
+    order = {status: i for i, status in enumerate(STATUS_STYLE)}
+    for status in sorted(frame["status"].unique(), key=lambda s: (order.get(s, len(order)), s)):
         colour, marker = STATUS_STYLE.get(status, ("tab:purple", "s"))
         yield status, frame[frame["status"] == status], colour, marker
 
@@ -319,9 +342,9 @@ def _plot_pareto(path: Path, trials: pd.DataFrame) -> tuple[str, str | None]:
     ax.set_xlim(-3, 103)
     ax.legend(loc="best")
     _save(figure, path)
-    return (f"Final sparsity against final validation robust accuracy of {len(frame)} trials (at each trial's last "
-            f"epoch, so early-stopped trials sit at their last round); circled: the {len(front)} trial(s) on the "
-            "Pareto front."), None
+    return (f"Final sparsity against final validation robust accuracy of {_n(len(frame), 'trial')} (at each "
+            "trial's last epoch, so early-stopped trials sit at the sparsity of their last round); circled: the "
+            f"{_n(len(front), 'trial')} on the Pareto front."), None
 
 
 def _plot_hyperparameters(path: Path, trials: pd.DataFrame, space: dict[str, Any], metric: str,
@@ -330,11 +353,12 @@ def _plot_hyperparameters(path: Path, trials: pd.DataFrame, space: dict[str, Any
         return "", "no search space (the output of a single `ticketsearch train` run)."
     factor, label = _scale(metric)
     frame = trials.assign(y=factor * _col(trials, "objective"))
-    frame = frame[frame["y"].notna()]
     paths = [p for p in space if f"config.{p}" in frame]
+    frame = frame[frame["y"].notna() & frame[[f"config.{p}" for p in paths]].notna().all(axis=1)]
     if frame.empty or not paths:
-        return "", "no trial has reported its objective yet." if frame.empty else "no searched parameter is in trials.parquet."
-    best = frame.loc[frame["y"].idxmax() if mode == "max" else frame["y"].idxmin()]
+        return "", ("no trial has reported its objective yet." if frame.empty
+                    else "no searched parameter is a column of trials.parquet.")
+    best = _ranked(frame, mode).iloc[0]  # the leaderboard's first, ties included
     columns = min(3, len(paths))
     rows = math.ceil(len(paths) / columns)
     figure, axes = _figure(4.2 * columns, 3.6 * rows, columns, rows)
@@ -344,9 +368,7 @@ def _plot_hyperparameters(path: Path, trials: pd.DataFrame, space: dict[str, Any
         numeric = values.notna().all()
         if numeric:
             x = values
-            positive = (x > 0).all() and len(x)
-            if kind == "loguniform" or (kind in ("choice", "grid") and positive and x.max() / x.min() >= 10):
-                ax.set_xscale("log")
+            _numeric_axis(ax, kind, args, x)
             best_x = float(pd.to_numeric(pd.Series([best[f'config.{parameter}']])).iloc[0])
         else:  # a categorical parameter: one position per choice, in the order of the space
             labels = [str(a) for a in args] or sorted(frame[f"config.{parameter}"].astype(str).unique())
@@ -361,57 +383,86 @@ def _plot_hyperparameters(path: Path, trials: pd.DataFrame, space: dict[str, Any
         ax.set(xlabel=f"{parameter} ({kind})", ylabel=label, title=parameter)
     for ax in list(axes.flat)[len(paths):]:
         ax.set_visible(False)
-    handles, names = axes.flat[0].get_legend_handles_labels()
+    legend = {}
+    for ax in axes.flat:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    names, handles = list(legend), list(legend.values())
     figure.legend(handles, names, loc="outside lower center", ncols=len(names))
     figure.suptitle(f"Objective ({metric}, {mode}imised) against each searched parameter")
     _save(figure, path)
-    return (f"The objective {metric} of {len(frame)} trials against each searched parameter; a star marks the best "
-            "trial. Early-stopped trials report the objective at the epoch they stopped."), None
+    return (f"The objective {metric} of {_n(len(frame), 'trial')} against each searched parameter; a star marks "
+            "the best trial. Early-stopped trials report the objective at the epoch they stopped."), None
+
+
+def _numeric_axis(ax, kind: str, args: list, values: pd.Series) -> None:
+    """Log scale for loguniform (and choices spanning a decade), plain tick labels, x limits at the searched range."""
+    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    everything = pd.concat([values, pd.Series(numbers, dtype=float)])
+    log = kind == "loguniform" or (
+        kind in ("choice", "grid") and (everything > 0).all() and everything.max() / everything.min() >= 10)
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if kind in ("choice", "grid") and len(numbers) == len(args) and len(numbers) <= 8:
+        ax.set_xticks(sorted(set(numbers)))
+    if kind in ("uniform", "loguniform", "quniform", "randint") and len(numbers) >= 2:
+        low, high = numbers[0], numbers[1]
+        if log and low > 0:
+            pad = (high / low) ** 0.05
+            ax.set_xlim(low / pad, high * pad)
+        else:
+            ax.set_xlim(low - 0.05 * (high - low), high + 0.05 * (high - low))
 
 
 def _plot_speedup(path: Path, ranked: pd.DataFrame, top: int) -> tuple[str, str | None]:
     """Epochs and seconds to the dense network's robust accuracy; the ticket's seconds include finding it."""
     frame = ranked.assign(**{c: _col(ranked, c) for c in (
         "target_robust_acc", "ticket_epochs_to_target", "dense_epochs_to_target", "ticket_seconds_to_target",
-        "dense_seconds_to_target", "find_seconds", "speedup", "epoch_speedup")})
+        "dense_seconds_to_target", "find_seconds", "speedup", "epoch_speedup", "final_sparsity")})
     frame = frame[frame["target_robust_acc"].notna() & frame["dense_epochs_to_target"].notna()].head(top)
     if frame.empty:
         return "", ("no trial has convergence measures yet (they need a finished ticket round and a dense "
                     "reference under the ticket's regime).")
-    figure, axes = _figure(10, 4.4, columns=2)
+    frame = frame.reset_index(drop=True)
+    frame["find_seconds"] = frame["find_seconds"].fillna(0.0)
+    figure, axes = _figure(8 + 0.8 * len(frame), 4.6, columns=2)
     left, right = axes[0]
     x = np.arange(len(frame))
     width = 0.38
-    reached = frame["ticket_epochs_to_target"].notna()
-    left.bar(x - width / 2, frame["ticket_epochs_to_target"].fillna(0), width, color="tab:blue", label="ticket")
-    left.bar(x + width / 2, frame["dense_epochs_to_target"], width, color="tab:gray", label="dense")
-    right.bar(x - width / 2, frame["find_seconds"].fillna(0), width, color="tab:blue", alpha=0.35, hatch="//",
-              edgecolor="tab:blue", label="finding the ticket")
-    right.bar(x - width / 2, frame["ticket_seconds_to_target"].fillna(0), width,
-              bottom=frame["find_seconds"].fillna(0), color="tab:blue", label="ticket training")
-    right.bar(x + width / 2, frame["dense_seconds_to_target"], width, color="tab:gray", label="dense training")
-    for i, row in enumerate(frame.to_dict("records")):
-        if not reached.iloc[i]:
-            for ax, base in ((left, 0.0), (right, row["find_seconds"])):
-                ax.annotate("target\nnot reached", (i - width / 2, 0 if math.isnan(base) else base),
-                            xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
+    ticket_x, dense_x = x - width / 2, x + width / 2
+    reached = frame[frame["ticket_epochs_to_target"].notna()]
+    # Bars only where there is a value: a zero-height bar would pin the y limit (its sticky edge).
+    left.bar(ticket_x[reached.index], reached["ticket_epochs_to_target"], width, color="tab:blue")
+    left.bar(dense_x, frame["dense_epochs_to_target"], width, color="tab:gray")
+    right.bar(ticket_x, frame["find_seconds"], width, color="tab:blue", alpha=0.35, hatch="//",
+              edgecolor="tab:blue", label="ticket: finding it (rounds 0..R-1)")
+    right.bar(ticket_x[reached.index], reached["ticket_seconds_to_target"], width,
+              bottom=reached["find_seconds"], color="tab:blue", label="ticket: training to target")
+    right.bar(dense_x, frame["dense_seconds_to_target"], width, color="tab:gray", label="dense: training to target")
+    note = {"xytext": (0, 3), "textcoords": "offset points", "ha": "center", "fontsize": 9}
+    for i, row in frame.iterrows():
+        if i not in reached.index:
+            left.annotate("target\nnot reached", (ticket_x[i], 0), **note)
+            right.annotate("target\nnot reached", (ticket_x[i], row["find_seconds"]), **note)
             continue
-        left.annotate(f"×{row['epoch_speedup']:.2f}", (i - width / 2, row["ticket_epochs_to_target"]),
-                      xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
-        right.annotate(f"×{row['speedup']:.2f}", (i - width / 2, row["find_seconds"] + row["ticket_seconds_to_target"]),
-                       xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
-    labels = [f"{r['trial_id']}\n{100 * r['final_sparsity']:.0f}% sparse" if not math.isnan(r.get("final_sparsity", math.nan))
-              else r["trial_id"] for r in frame.to_dict("records")]
+        left.annotate(f"×{row['epoch_speedup']:.2f}", (ticket_x[i], row["ticket_epochs_to_target"]), **note)
+        right.annotate(f"×{row['speedup']:.2f}", (ticket_x[i], row["find_seconds"] + row["ticket_seconds_to_target"]),
+                       **note)
+    labels = [f"{r.trial_id}\n{100 * r.final_sparsity:.0f}% sparse" if not math.isnan(r.final_sparsity)
+              else r.trial_id for r in frame.itertuples()]
     for ax in (left, right):
         ax.set_xticks(x, labels)
-        ax.margins(y=0.15)
+        ax.set_xlim(-0.8, len(frame) - 0.2)
+        ax.margins(y=0.18)
         ax.grid(axis="x", visible=False)
-        ax.legend(loc="upper left", fontsize=8)
     left.set(ylabel="epochs to target", title="Epochs (finding excluded)")
     left.yaxis.set_major_locator(MaxNLocator(integer=True))
-    right.set(ylabel="training seconds to target (s)", title="Seconds (finding included)")
+    right.set(ylabel="training time to target (s)", title="Seconds (finding included)")
+    figure.legend(*right.get_legend_handles_labels(), loc="outside lower center", ncols=3)
     figure.suptitle("Time to reach the dense network's final validation robust accuracy")
     _save(figure, path)
-    return ("Epochs (left) and training seconds (right) the best tickets and the dense network take to reach the "
-            "dense network's final validation robust accuracy; the ticket's seconds bar stacks the cost of finding "
-            "it (hatched) under its training; ×: speed-up (dense over ticket; above 1, the ticket is faster)."), None
+    return ("Epochs (left) and training seconds (right) that the best tickets and the dense network take to reach "
+            "the dense network's final validation robust accuracy; the ticket's seconds stack the cost of finding "
+            "it (hatched) under its training; ×: speed-up, dense over ticket (above 1: the ticket is faster)."), None
