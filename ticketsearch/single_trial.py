@@ -76,7 +76,7 @@ def run_one_trial(
             writer.add_record(record)
             write_trial_epochs(out, trial_id, [(r, node) for r in trainer.records])
             save_state(trainer.state_dict(), checkpoint)
-            echo(format_record(record, trainer.phase.epochs if not trainer.done else record.epoch))
+            echo(format_record(record))
     finally:
         writer.close()
     summary = {"trial_id": trial_id, "seed": config.train.seed, **trainer.summary(),
@@ -89,7 +89,7 @@ def run_one_trial(
     return summary
 
 
-def format_record(r: EpochRecord, epochs_in_round: int) -> str:
+def format_record(r: EpochRecord) -> str:
     guard = f"  guard {r.guard_robust_acc:.1%}" + (f" FIRED ({r.guard_action})" if r.guard_fired else "") \
         if r.guard_robust_acc == r.guard_robust_acc else ""
     return (f"round {r.round} {r.phase:<8} epoch {r.epoch:>3}  sparsity {r.sparsity:6.2%}  lr {r.lr:.4f}  "
