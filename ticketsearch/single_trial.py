@@ -74,7 +74,7 @@ def run_one_trial(
     try:
         for record in trainer:
             writer.add_record(record)
-            write_trial_epochs(out, trial_id, [(r, node) for r in trainer.records])
+            write_trial_epochs(out, trial_id, [(r, node, "") for r in trainer.records])  # no Ray: no node id
             save_state(trainer.state_dict(), checkpoint)
             echo(format_record(record))
     finally:

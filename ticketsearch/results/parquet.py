@@ -1,8 +1,9 @@
 """Parquet files of epoch records and trial summaries, written atomically with one fixed schema.
 
 `epochs/` is a dataset directory: one file per trial (`<trial_id>.parquet`), one row per round per
-epoch, columns `trial_id`, `node` (the host that trained the epoch), then the `EpochRecord` fields. Every file has the same schema, so
-`pandas.read_parquet(out / "epochs")`, pyarrow, DuckDB and Polars read every column.
+epoch, columns `trial_id`, `node` (the host that trained the epoch), `node_id` (its Ray node id, which
+tells apart nodes that share a host; empty without Ray), then the `EpochRecord` fields. Every file has
+the same schema, so `pandas.read_parquet(out / "epochs")`, pyarrow, DuckDB and Polars read every column.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa
 _HINTS = typing.get_type_hints(EpochRecord)
 
 EPOCH_SCHEMA = pa.schema(
-    [pa.field("trial_id", pa.string(), nullable=False), pa.field("node", pa.string(), nullable=False)]
+    [pa.field(name, pa.string(), nullable=False) for name in ("trial_id", "node", "node_id")]
     + [pa.field(f.name, _ARROW_TYPES[_HINTS[f.name]], nullable=False) for f in dataclasses.fields(EpochRecord)]
 )
 
@@ -42,13 +43,13 @@ def write_table_atomic(table: pa.Table, path: str | Path) -> None:
     os.replace(temporary, path)
 
 
-def epochs_table(trial_id: str, records: Iterable[tuple[EpochRecord, str]]) -> pa.Table:
-    """`records`: (record, node) pairs in global-epoch order."""
-    rows = [{"trial_id": trial_id, "node": node, **r.as_dict()} for r, node in records]
+def epochs_table(trial_id: str, records: Iterable[tuple[EpochRecord, str, str]]) -> pa.Table:
+    """`records`: (record, node, node_id) triples in global-epoch order."""
+    rows = [{"trial_id": trial_id, "node": node, "node_id": node_id, **r.as_dict()} for r, node, node_id in records]
     return pa.Table.from_pylist(rows, schema=EPOCH_SCHEMA)
 
 
-def write_trial_epochs(out: str | Path, trial_id: str, records: Iterable[tuple[EpochRecord, str]]) -> Path:
+def write_trial_epochs(out: str | Path, trial_id: str, records: Iterable[tuple[EpochRecord, str, str]]) -> Path:
     path = Path(out) / "epochs" / f"{trial_id}.parquet"
     write_table_atomic(epochs_table(trial_id, records), path)
     return path

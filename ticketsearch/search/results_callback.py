@@ -41,7 +41,8 @@ class ResultsCallback(tune.Callback):
     def __init__(self, out: str | Path, spec: Spec):
         self.out = Path(out)
         self.spec = spec
-        self.epochs: dict[str, dict[int, tuple[EpochRecord, str]]] = {}  # trial -> global epoch -> (record, node)
+        # trial -> global epoch -> (record, node IP, Ray node id)
+        self.epochs: dict[str, dict[int, tuple[EpochRecord, str, str]]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
         self.writers: dict[str, TrialWriter] = {}
         self._load_existing()
@@ -50,7 +51,8 @@ class ResultsCallback(tune.Callback):
         if (self.out / "epochs").is_dir():
             for path in sorted((self.out / "epochs").glob("*.parquet")):
                 frame = pd.read_parquet(path)
-                self.epochs[path.stem] = {int(row["global_epoch"]): (EpochRecord.from_dict(row), row["node"])
+                self.epochs[path.stem] = {int(row["global_epoch"]): (EpochRecord.from_dict(row), row["node"],
+                                                                     row.get("node_id", ""))
                                           for row in frame.to_dict("records")}
         if (self.out / "trials.parquet").is_file():
             for row in pd.read_parquet(self.out / "trials.parquet").to_dict("records"):
@@ -61,7 +63,8 @@ class ResultsCallback(tune.Callback):
         if "global_epoch" not in result:
             return
         record = EpochRecord.from_dict({f: result[f] for f in RECORD_FIELDS})
-        self.epochs.setdefault(trial.trial_id, {})[record.global_epoch] = (record, str(result.get("node_ip", "")))
+        self.epochs.setdefault(trial.trial_id, {})[record.global_epoch] = (
+            record, str(result.get("node_ip", "")), str(result.get("node_id", "")))
         write_trial_epochs(self.out, trial.trial_id, self._records(trial.trial_id, with_nodes=True))
         self._writer(trial.trial_id).add_record(record)
         row = self._row(trial, result)
@@ -123,6 +126,7 @@ class ResultsCallback(tune.Callback):
         main = [r for r in records if r.phase != "baseline"]
         row.update({
             "node": result.get("node_ip", row.get("node", "")),
+            "node_id": result.get("node_id", row.get("node_id", "")),
             "seed": config.train.seed,
             "config_hash": config.content_hash(),
             "epochs_trained": len(records),
@@ -141,7 +145,7 @@ class ResultsCallback(tune.Callback):
     def _records(self, trial_id: str, with_nodes: bool = False) -> list:
         by_epoch = self.epochs.get(trial_id, {})
         pairs = [by_epoch[e] for e in sorted(by_epoch)]
-        return pairs if with_nodes else [record for record, _ in pairs]
+        return pairs if with_nodes else [record for record, *_ in pairs]
 
     def _save_trials(self) -> None:
         if not self.trials:

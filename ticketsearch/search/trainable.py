@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+import ray
 import torch
 from ray import tune
 
@@ -38,8 +39,11 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
             state = load_state(Path(directory) / STATE_FILE, config.content_hash())
     trainer = create_trainer(config, device=device, state=state)
     metric = config.objective.metric
+    # Tune reports the node's IP; the Ray node id also tells apart nodes that share a host.
+    node_id = ray.get_runtime_context().get_node_id()
     for record in trainer:
-        metrics = {**record.as_dict(), "status": trainer.status, "config_hash": config.content_hash()}
+        metrics = {**record.as_dict(), "status": trainer.status, "config_hash": config.content_hash(),
+                   "node_id": node_id}
         if trainer.done:
             metrics.update({f"summary/{k}": v for k, v in trainer.summary().items()})
         # The objective follows the ticket, not the dense baseline trained after it.
