@@ -58,7 +58,7 @@ prune: {ratio: {uniform: [0.2, 0.8], default: 0.3}, rounds: {randint: [1, 4]}}
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("model: {arch: small_cnn, widht: 1}", "model.widht: unknown key; known keys here: arch, depth, width"),
+        ("model: {arch: small_cnn, widht: 1}", "model.widht: unknown key; known keys here: arch, depth, input_size, width"),
         ("prune: {ratio: 1.2}", "prune.ratio"),
         ("prune: {ratio: -0.1}", "prune.ratio"),
         ("attack: {train: {pgd: {eps: -8/255}}}", "attack.train.eps"),

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ticketsearch.errors import UserError
+from ticketsearch.results.double_win import double_win_section
 from ticketsearch.results.store import SearchResults, load
 
 PLOTS = ("curves.png", "pareto.png", "hyperparameters.png", "speedup.png")
@@ -68,6 +69,7 @@ def write_report(out: str | Path, top: int = 3) -> Path:
 
     lines = _header(results, trials, metric, mode)
     lines += ["", "## Leaderboard", ""] + _leaderboard(ranked, space, metric)
+    lines += double_win_section(trials, mode)
     with matplotlib.rc_context(STYLE):
         sections = [
             ("Convergence of the best tickets", "curves.png",

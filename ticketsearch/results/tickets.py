@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from ticketsearch.core.checkpoint import load_tensors
-from ticketsearch.core.data import dataset_info
+from ticketsearch.core.data import task_info
 from ticketsearch.core.models import create_model
-from ticketsearch.core.pruning import Mask
+from ticketsearch.core.pruning import Mask, MaskApplier
 from ticketsearch.errors import UserError
 from ticketsearch.spec import TrialConfig, validate_trial
 
@@ -44,6 +44,7 @@ def write_ticket(directory: str | Path, state: dict[str, Any], config: TrialConf
     manifest = {
         "model": config.model.model_dump(mode="json"),
         "dataset": config.data.dataset,
+        "in_channels": int(rewind["normalize.mean"].shape[1]),
         "sparsity": mask.sparsity(),
         "prunable_weights": mask.total(),
         "rewind_epoch": config.prune.rewind,
@@ -63,20 +64,28 @@ def load_ticket(directory: str | Path, weights: str = "trained") -> tuple[nn.Mod
         raise UserError(f"{directory}: not a ticket (no manifest.json); expected {', '.join(FILES)}")
     manifest = json.loads((directory / "manifest.json").read_text())
     config = validate_trial(manifest["config"], str(directory / "manifest.json"))
-    info = dataset_info(config.data.dataset)
+    info = task_info(config.data.dataset, config.data.classes)
+    # A transferred ticket keeps its pre-trained network's input channels (e.g. RGB ImageNet weights
+    # on grey digits), recorded in the manifest; an IMP ticket has its data set's.
+    channels = manifest.get("in_channels", info.channels)
     model = create_model(config.model.arch, width=config.model.width, depth=config.model.depth,
-                         num_classes=info.num_classes, in_channels=info.channels, mean=info.mean, std=info.std)
+                         num_classes=info.num_classes, in_channels=channels, mean=(0.0,) * channels,
+                         std=(1.0,) * channels, input_size=config.model.input_size)
     state = load_tensors(directory / f"{weights}.pt")
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         raise UserError(f"{directory / f'{weights}.pt'}: does not fit {config.model.arch} width "
                         f"{config.model.width:g} ({str(error).splitlines()[0]})") from None
-    from ticketsearch.core.pruning import MaskApplier, prunable_weights
-
-    prunable = prunable_weights(model, config.prune.exclude)
-    mask = Mask.from_state_dict(load_tensors(directory / "mask.pt"), prunable)
-    MaskApplier(prunable, mask)()
+    # The mask names the weights it prunes (the IMP and transfer trainers prune different sets).
+    mask_state = load_tensors(directory / "mask.pt")
+    parameters = dict(model.named_parameters())
+    unknown = sorted(set(mask_state) - set(parameters))
+    if unknown:
+        raise UserError(f"{directory / 'mask.pt'}: masks {unknown[0]}, which {config.model.arch} has not")
+    masked = {name: parameters[name] for name in mask_state}
+    mask = Mask.from_state_dict(mask_state, masked)
+    MaskApplier(masked, mask)()
     return model, mask, manifest
 
 

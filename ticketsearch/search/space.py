@@ -14,13 +14,13 @@ from ray.tune.search import BasicVariantGenerator, Searcher
 
 from ticketsearch.errors import UserError
 from ticketsearch.spec import Distribution, Spec
-from ticketsearch.trainers.imp import plan_phases
+from ticketsearch.trainers import planned_epochs
 
 # Reported after every epoch, so ASHA can compare trials at its rungs.
 PER_EPOCH_OBJECTIVES = ("robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc")
 # Known only when a trial finishes: usable with the fifo scheduler.
 FINAL_OBJECTIVES = ("ticket_epochs_to_target", "ticket_seconds_to_target", "speedup", "epoch_speedup",
-                    "best_val_robust_acc")
+                    "best_val_robust_acc", "double_win_margin")
 OBJECTIVE = "objective"  # the key every result carries the spec's objective under
 
 
@@ -73,9 +73,9 @@ def make_searcher(spec: Spec) -> Searcher | BasicVariantGenerator:
 
 
 def total_epochs(spec: Spec) -> int:
-    """The most epochs any trial of the space can run (all IMP rounds and the baseline)."""
+    """The most epochs any trial of the space can run (all IMP rounds and the baseline; all regimes)."""
     trials = [spec.default_trial] + [spec.trial({d.path: edge}) for d in spec.space.values() for edge in d.extremes()]
-    return max(sum(p.epochs for p in plan_phases(t)) for t in trials)
+    return max(planned_epochs(t) for t in trials)
 
 
 def make_scheduler(spec: Spec):

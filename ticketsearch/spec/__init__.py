@@ -104,6 +104,12 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
     message = error["msg"]
     if error["type"] == "missing":
         return f"{path}: required but missing"
+    if error["type"] == "value_error":
+        # A section's own check says `field: what was wrong`; name the field by its whole path.
+        message = message.removeprefix("Value error, ")
+        field, sep, rest = message.partition(": ")
+        if sep and field.replace("_", "").replace(".", "").isalnum() and field.islower():
+            return f"{field if path == 'spec' else f'{path}.{field}'}: {rest}"
     given = error.get("input")
     shown = f", got {given!r}" if not isinstance(given, (dict, list)) else ""
     return f"{path}: {message[0].lower()}{message[1:]}{shown}"

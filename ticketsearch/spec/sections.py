@@ -53,12 +53,25 @@ class DataSection(Section):
     split_seed: int = 0
     # The data set's standard augmentation (CIFAR: pad-4 crop and flip); false trains on raw images.
     augment: bool = True
+    # Train, validate and test on these classes only, relabelled 0..k-1 in this order (a held-out task
+    # built from part of a data set, e.g. digits 5-9 as the downstream task of digits 0-4).
+    classes: tuple[int, ...] | None = None
+
+    @model_validator(mode="after")
+    def _distinct_classes(self) -> "DataSection":
+        if self.classes is not None and (len(set(self.classes)) != len(self.classes) or len(self.classes) < 2
+                                         or min(self.classes) < 0):
+            raise ValueError(f"classes: need at least 2 distinct class indices >= 0, got {list(self.classes)}")
+        return self
 
 
 class ModelSection(Section):
     arch: str
     width: Float = Field(1.0, gt=0)
     depth: int | None = Field(None, ge=1)
+    # Images are resized (bilinear, inside the model) to this many pixels a side, e.g. 32x32 CIFAR into
+    # an ImageNet ResNet at 224. Attacks still act on the data's own pixels, so eps keeps its meaning.
+    input_size: int | None = Field(None, ge=1)
 
 
 class Schedule(BaseModel):
@@ -92,6 +105,13 @@ class TrainSection(Section):
     eval_batch_size: int = Field(500, ge=1)
     # Test examples evaluated once for a finished ticket (0 = the whole test split).
     test_examples: int = Field(0, ge=0)
+    # Arithmetic of the forward passes (attack and training): auto = bf16 autocast on a CUDA GPU with
+    # bf16, fp32 on CPU (no bf16 units on these CPUs: emulated bf16 is ~10x slower). Images and
+    # perturbations stay fp32 either way, so the eps bound holds exactly (core/fastpath.py).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # torch.compile the model: fused kernels for small models whose cost is launch overhead, after
+    # ~30 s of compilation per trial; worth it for long trials only (BENCHMARKS.md).
+    compile: bool = False
 
 
 class AttackConfig(BaseModel):
@@ -180,6 +200,79 @@ class TrainerSection(Section):
     test_eval: bool = True  # evaluate the finished ticket on the test split
 
 
+class PretrainSection(Section):
+    """Pre-training on `transfer.source` from a random initialisation (seeded apart from train.seed).
+
+    Self-contained on purpose: every trial of a search that shares these settings shares one
+    pre-trained network, whatever the search varies in the downstream fine-tuning.
+    """
+
+    epochs: int = Field(ge=1)
+    lr: Float = Field(0.1, gt=0)
+    batch_size: int = Field(128, ge=1)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    weight_decay: Float = Field(5e-4, ge=0)
+    schedule: Annotated[Schedule, BeforeValidator(_single_key_form("kind"))] = Schedule(kind="cosine")
+    regime: AttackField = AttackConfig(kind="natural")  # pgd or fgsm here gives a robustly pre-trained network
+    seed: int = 0
+
+
+class PretrainedSection(Section):
+    """Where the dense pre-trained weights come from: exactly one of the three."""
+
+    # A state-dict file of model.arch at model.width, a ticketsearch checkpoint (checkpoint.pt of
+    # `ticketsearch train`), or a ticket directory of a previous search (its trained.pt).
+    file: str | None = None
+    # A weights name of torchvision's model.arch, e.g. IMAGENET1K_V1 (torchvision downloads it where the
+    # network allows; offline, download it elsewhere and give it as `file`).
+    torchvision: str | None = None
+    pretrain: PretrainSection | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "PretrainedSection":
+        given = [name for name in ("file", "torchvision", "pretrain") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of file, torchvision, pretrain; got {given or 'none'}")
+        return self
+
+
+class TransferSection(Section):
+    """The transfer trainer (Chen et al. 2022, double-win tickets): a ticket of a pre-trained network,
+    fine-tuned on `data` (the downstream task) under each regime of `finetune`, against the dense
+    pre-trained network fine-tuned the same way.
+
+    ticket: `imp` (prune.rounds rounds of IMP on `source` starting from the pre-trained weights and
+    rewinding to them, under prune.find_with, or natural training when it is unset), `oneshot`
+    (magnitude pruning of the pre-trained weights to the sparsity of prune.rounds rounds of
+    prune.ratio), `random` (a random mask with oneshot's per-layer counts: the control) or `files` (the
+    mask of a ticket directory `ticket_dir` written by a previous search).
+    """
+
+    pretrained: PretrainedSection
+    source: DataSection | None = None  # the pre-training task: needed by pretrain and by ticket: imp
+    ticket: Literal["imp", "oneshot", "random", "files"] = "oneshot"
+    ticket_dir: str | None = None
+    # The paper prunes conv weights only (classifier and batch-norm excluded); true prunes hidden
+    # linear layers too. The classifier is always kept: it is replaced for the downstream task.
+    prune_linear: bool = False
+    finetune: tuple[Literal["standard", "adversarial"], ...] = ("standard", "adversarial")
+    standard_lr: Float | None = Field(None, gt=0)  # lr of standard fine-tuning; default train.lr
+    # A ticket is a double win when, under every fine-tuning regime, its standard and its robust
+    # accuracy are each at most this much (absolute, a fraction) below the dense network's.
+    tolerance: Float = Field(0.01, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "TransferSection":
+        if not self.finetune or len(set(self.finetune)) != len(self.finetune):
+            raise ValueError(f"finetune: list standard and/or adversarial once each, got {list(self.finetune)}")
+        if self.source is None and (self.pretrained.pretrain is not None or self.ticket == "imp"):
+            needs = "pretrained.pretrain" if self.pretrained.pretrain is not None else "ticket: imp"
+            raise ValueError(f"source: {needs} trains on a source task; give source: {{dataset: ...}}")
+        if (self.ticket == "files") != (self.ticket_dir is not None):
+            raise ValueError("ticket_dir: give it exactly when ticket is files (a tickets/<trial> directory)")
+        return self
+
+
 class ObjectiveSection(Section):
     metric: str = "robust_auc"
     mode: Literal["max", "min"] = "max"
@@ -224,6 +317,13 @@ class TrialConfig(Section):
     objective: ObjectiveSection = ObjectiveSection()
     search: SearchSection = SearchSection()
     resources: ResourcesSection = ResourcesSection()
+    transfer: TransferSection | None = None  # required by trainer: transfer
+
+    @model_validator(mode="after")
+    def _transfer_section_present(self) -> "TrialConfig":
+        if self.trainer.name == "transfer" and self.transfer is None:
+            raise ValueError("transfer: trainer transfer needs a transfer section (pretrained: {file|torchvision|pretrain})")
+        return self
 
     @model_validator(mode="after")
     def _rewind_within_dense_round(self) -> "TrialConfig":

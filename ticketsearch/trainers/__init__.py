@@ -7,24 +7,47 @@ anything, so `ticketsearch validate` and the search layer fail before a trial st
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
-from ticketsearch.core.attacks import ATTACKS
 import torch
 
-from ticketsearch.core.data import DATASETS, dataset_info
+from ticketsearch.core.attacks import ATTACKS
+from ticketsearch.core.data import DATASETS, task_info
 from ticketsearch.core.models import MODELS, create_model
 from ticketsearch.core.pruning import prunable_weights
 from ticketsearch.errors import UserError
 from ticketsearch.registry import Registry
 from ticketsearch.spec import TrialConfig
-from ticketsearch.trainers.imp import IMPTrainer
+from ticketsearch.trainers import transfer
+from ticketsearch.trainers.imp import IMPTrainer, plan_phases
 from ticketsearch.trainers.records import RECORD_FIELDS, EpochRecord, convergence
+from ticketsearch.trainers.transfer import TransferTrainer
 
 TRAINERS: Registry[Callable[..., Any]] = Registry("trainer")
-TRAINERS.register("imp")(IMPTrainer)
 
-__all__ = ["TRAINERS", "EpochRecord", "IMPTrainer", "RECORD_FIELDS", "check_config", "convergence", "create_trainer"]
+
+@TRAINERS.register("imp")
+def _imp(config: TrialConfig, data=None, *, device="cpu", state=None, cache_dir=None) -> IMPTrainer:
+    return IMPTrainer(config, data, device=device, state=state)  # nothing of an IMP trial is shared
+
+
+TRAINERS.register("transfer")(TransferTrainer)
+
+__all__ = ["TRAINERS", "EpochRecord", "IMPTrainer", "RECORD_FIELDS", "TransferTrainer", "check_config",
+           "convergence", "create_trainer", "planned_epochs", "summary_defaults"]
+
+
+def planned_epochs(config: TrialConfig) -> int:
+    """The epochs a trial runs when nothing stops it early (every round, phase and regime)."""
+    if config.trainer.name == "transfer":
+        return transfer.planned_epochs(config)
+    return sum(phase.epochs for phase in plan_phases(config))
+
+
+def summary_defaults(config: TrialConfig) -> dict[str, Any]:
+    """Trainer-specific summary columns with their values before a trial ends."""
+    return transfer.summary_defaults(config) if config.trainer.name == "transfer" else {}
 
 
 def check_config(config: TrialConfig) -> None:
@@ -35,17 +58,40 @@ def check_config(config: TrialConfig) -> None:
                           ("prune.find_with", config.prune.find_with)):
         if attack is not None:
             ATTACKS.get(attack.kind, field=f"{field}.kind")
+            if attack.kind == "autoattack" and field != "attack.eval":
+                raise UserError(f"{field}.kind: autoattack is for evaluation only; train with natural, fgsm or pgd")
     # Build the model on the meta device (no memory, no compute) so width, depth and exclusions are
     # checked before any data is read.
-    info = dataset_info(config.data.dataset)
+    info = task_info(config.data.dataset, config.data.classes)
     with torch.device("meta"):
         model = create_model(config.model.arch, width=config.model.width, depth=config.model.depth,
-                             num_classes=info.num_classes, in_channels=info.channels, mean=info.mean, std=info.std)
+                             num_classes=info.num_classes, in_channels=info.channels, mean=info.mean, std=info.std,
+                             input_size=config.model.input_size)
     prunable_weights(model, config.prune.exclude)
-    if config.attack.train.kind == "autoattack" or (config.prune.find_with and config.prune.find_with.kind == "autoattack"):
-        raise UserError("attack.train.kind: autoattack is for evaluation only; train with natural, fgsm or pgd")
+    if config.transfer is not None and config.trainer.name == "transfer":
+        _check_transfer(config)
 
 
-def create_trainer(config: TrialConfig, data=None, *, device="cpu", state=None):
+def _check_transfer(config: TrialConfig) -> None:
+    """What a transfer trial needs before it starts: its files, its source task, its attacks."""
+    t = config.transfer
+    if t.source is not None:
+        DATASETS.get(t.source.dataset, field="transfer.source.dataset")
+        task_info(t.source.dataset, t.source.classes)
+    pretrain = t.pretrained.pretrain
+    if pretrain is not None:
+        ATTACKS.get(pretrain.regime.kind, field="transfer.pretrained.pretrain.regime.kind")
+        if pretrain.regime.kind == "autoattack":
+            raise UserError("transfer.pretrained.pretrain.regime.kind: autoattack is for evaluation only")
+    if t.pretrained.file is not None and not Path(t.pretrained.file).expanduser().exists():
+        raise UserError(f"transfer.pretrained.file: {t.pretrained.file} does not exist; give a state-dict file, "
+                        "a checkpoint.pt or a ticket directory")
+    if t.ticket_dir is not None and not (Path(t.ticket_dir).expanduser() / "manifest.json").is_file():
+        raise UserError(f"transfer.ticket_dir: {t.ticket_dir} is not a ticket directory (no manifest.json)")
+
+
+def create_trainer(config: TrialConfig, data=None, *, device="cpu", state=None, cache_dir=None):
+    """The trial's trainer. `cache_dir` holds work trials share (transfer: pre-training, IMP, dense)."""
     check_config(config)
-    return TRAINERS.get(config.trainer.name, field="trainer.name")(config, data, device=device, state=state)
+    build = TRAINERS.get(config.trainer.name, field="trainer.name")
+    return build(config, data, device=device, state=state, cache_dir=cache_dir)

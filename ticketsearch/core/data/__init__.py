@@ -4,7 +4,7 @@
 # any of its modules, so `load_raw` always sees every data set.
 from ticketsearch.core.data import digits, torchvision_sets  # noqa: F401
 from ticketsearch.core.data.augment import augment_batch, to_float
-from ticketsearch.core.data.bundle import DataBundle, load_cache, prepare_data
+from ticketsearch.core.data.bundle import DataBundle, load_cache, prepare_data, select_classes, task_info
 from ticketsearch.core.data.datasets import (
     DATASETS,
     DatasetInfo,
@@ -25,6 +25,8 @@ __all__ = [
     "load_raw",
     "prepare_data",
     "stratified_split",
+    "select_classes",
     "stratified_subset",
+    "task_info",
     "to_float",
 ]

@@ -7,14 +7,16 @@ on a stratified `fraction` of what remains; the validation split does not depend
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ticketsearch.core.data.datasets import DatasetInfo, RawDataset, load_raw
+from ticketsearch.core.data.datasets import DatasetInfo, RawDataset, dataset_info, load_raw
 from ticketsearch.core.data.splits import stratified_split, stratified_subset
+from ticketsearch.errors import UserError
 
 
 @dataclass
@@ -50,17 +52,21 @@ def prepare_data(
     fraction: float,
     split_seed: int = 0,
     download: bool = True,
+    classes: Sequence[int] | None = None,
 ) -> DataBundle:
     """Load `dataset` and split it.
 
     val_split: validation examples held out of the training data, a count or a fraction in (0, 1).
     fraction: share in (0, 1] of the remaining training data to train on (stratified).
     split_seed: seeds both splits; the same seed gives the same indices everywhere.
+    classes: keep only these classes (train and test), relabelled 0..k-1 in the order given.
     """
     key = (dataset, str(Path(root).expanduser().resolve()))
     if key not in load_cache:
         load_cache[key] = load_raw(dataset, root, download)
     raw = load_cache[key]
+    if classes is not None:
+        raw = select_classes(raw, classes)
     keep, held = stratified_split(raw.train_y, val_split, split_seed)
     train = keep[stratified_subset(raw.train_y[keep], fraction, split_seed)]
     return DataBundle(
@@ -72,3 +78,30 @@ def prepare_data(
         test_y=raw.test_y,
         info=raw.info,
     )
+
+
+def task_info(dataset: str, classes: Sequence[int] | None = None) -> DatasetInfo:
+    """The description of `dataset`, restricted to `classes` when given (no files are read)."""
+    info = dataset_info(dataset)
+    if classes is None:
+        return info
+    outside = [c for c in classes if not 0 <= c < info.num_classes]
+    if outside:
+        raise UserError(f"data.classes: {outside[0]} is not a class of {dataset} (0..{info.num_classes - 1})")
+    return replace(info, num_classes=len(classes))
+
+
+def select_classes(raw: RawDataset, classes: Sequence[int]) -> RawDataset:
+    """The examples of `classes` only, with label classes[i] renamed i."""
+    info = task_info(raw.info.name, classes)
+    relabel = torch.full((raw.info.num_classes,), -1, dtype=torch.int64)
+    relabel[torch.tensor(list(classes))] = torch.arange(len(classes))
+
+    def pick(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        new = relabel[y]
+        keep = new >= 0
+        return x[keep], new[keep]
+
+    train_x, train_y = pick(raw.train_x, raw.train_y)
+    test_x, test_y = pick(raw.test_x, raw.test_y)
+    return RawDataset(train_x, train_y, test_x, test_y, info)

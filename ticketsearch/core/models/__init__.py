@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ticketsearch.core.models.layers import Normalize, scale_channels
@@ -28,6 +29,7 @@ from ticketsearch.core.models import (  # noqa: E402, F401
     preact_resnet,
     resnet_cifar,
     small_cnn,
+    torchvision_resnet,
     vgg,
     wide_resnet,
 )
@@ -43,16 +45,31 @@ __all__ = [
 
 
 class ImageClassifier(nn.Module):
-    """`body(normalize(x))`: takes images in [0, 1], returns logits of shape (N, num_classes)."""
+    """`body(normalize(adapt(x)))`: takes images in [0, 1], returns logits of shape (N, num_classes).
 
-    def __init__(self, normalize: Normalize, body: nn.Module):
+    `adapt` lets a network take images of another shape than it was built for, as transfer needs:
+    grey images are repeated over a multi-channel network's channels, and with `input_size` images
+    are resized (bilinear) to that many pixels a side. Both are differentiable and happen inside the
+    model, so an attack still perturbs the data's own pixels and eps keeps its meaning.
+    """
+
+    def __init__(self, normalize: Normalize, body: nn.Module, input_size: int | None = None):
         super().__init__()
         if not isinstance(getattr(body, "classifier", None), nn.Linear):
             raise TypeError(f"{type(body).__name__} has no nn.Linear attribute 'classifier'")
         self.normalize = normalize
         self.body = body
+        self.input_size = input_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.normalize.mean.shape[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1 and self.in_channels > 1:
+            x = x.expand(-1, self.in_channels, -1, -1)
+        if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return self.body(self.normalize(x))
 
     @property
@@ -78,6 +95,7 @@ def create_model(
     mean: Sequence[float],
     std: Sequence[float],
     depth: int | None = None,
+    input_size: int | None = None,
 ) -> ImageClassifier:
     """Build architecture `arch` at width multiplier `width`, with normalisation inside."""
     build = MODELS.get(arch, field="model.arch")
@@ -93,7 +111,7 @@ def create_model(
     if any(not s > 0 for s in std):
         raise UserError(f"std: every value must be > 0, got {list(std)}")
     body = build(width=width, num_classes=num_classes, in_channels=in_channels, depth=depth)
-    return ImageClassifier(Normalize(mean, std), body)
+    return ImageClassifier(Normalize(mean, std), body, input_size)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,265 @@
+"""The transfer trainer: tickets of a network pre-trained in the test, carried to a held-out task.
+
+The source task is digits 0-4, the downstream task digits 5-9 (three of them where a different class
+count matters), both from scikit-learn's real digits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from ticketsearch.cli import main
+from ticketsearch.core.data import prepare_data
+from ticketsearch.core.models import create_model
+from ticketsearch.core.pretrained import fit_weights, load_weights_file
+from ticketsearch.errors import UserError
+from ticketsearch.results.tickets import load_ticket, write_ticket
+from ticketsearch.spec import validate_trial
+from ticketsearch.trainers import create_trainer
+from ticketsearch.trainers.transfer import double_win
+
+from tiny import tiny_config
+
+SOURCE = {"dataset": "digits", "classes": [0, 1, 2, 3, 4], "val_split": 100}
+
+
+def transfer_tree(pretrained: dict, **transfer) -> dict:
+    return {
+        "name": "tinytransfer", "trainer": "transfer",
+        "data": {"dataset": "digits", "classes": [5, 6, 7], "val_split": 60},
+        "model": {"arch": "small_cnn", "width": 0.25},
+        "train": {"epochs": 1, "batch_size": 32, "lr": 0.05, "eval_examples": 60, "schedule": "constant"},
+        "attack": {"train": {"pgd": {"eps": 0.1, "alpha": 0.05, "steps": 2}},
+                   "eval": {"pgd": {"eps": 0.1, "alpha": 0.03, "steps": 5}}},
+        "prune": {"ratio": 0.6, "rounds": 1},
+        "transfer": {"pretrained": pretrained, "source": SOURCE, **transfer},
+    }
+
+
+def transfer_config(pretrained: dict, **values):
+    tree = transfer_tree(pretrained)
+    for path, value in values.items():
+        section, _, key = path.partition(".")
+        tree[section] = {**tree[section], key: value}
+    return validate_trial(tree)
+
+
+@pytest.fixture(scope="module")
+def source_model(tmp_path_factory):
+    """A small network trained naturally on digits 0-4 in this test, as a state-dict file and a ticket."""
+    directory = tmp_path_factory.mktemp("source")
+    values = {"data.classes": [0, 1, 2, 3, 4], "data.val_split": 100, "train.epochs": 3,
+              "attack.train": "natural", "prune.exclude": ["classifier"]}
+    dense, _ = run(tiny_config(**values, **{"prune.rounds": 0}))
+    weights = directory / "pretrained.pt"
+    torch.save(dense.ticket_state["weights"], weights)
+    config = tiny_config(**values)
+    trainer, _ = run(config)
+    ticket = write_ticket(directory / "ticket", trainer.state_dict(), config, trainer.summary())
+    return {"file": str(weights), "ticket": str(ticket), "config": config}
+
+
+def run(config, **kwargs):
+    trainer = create_trainer(config, **kwargs)
+    records = list(trainer)
+    return trainer, records
+
+
+def test_masks_stay_exact_and_the_classifier_is_new(source_model):
+    trainer, records = run(transfer_config({"file": source_model["file"]}))
+    assert [r.phase for r in records] == ["finetune_standard", "finetune_adversarial"]
+    assert trainer.model.classifier.out_features == 3  # digits 5, 6, 7; the source had 5 classes
+    assert all(name.endswith("weight") and trainer.weights[name].dim() == 4 for name in trainer.mask.tensors)
+    assert trainer.sparsity == pytest.approx(0.6, abs=1e-3)
+    for name, mask in trainer.mask.tensors.items():
+        pruned = mask == 0
+        assert pruned.any()
+        assert (trainer.model.state_dict()[name][pruned] == 0).all()  # after the last optimiser step
+        assert (trainer.ticket_state["weights"][name][pruned.cpu()] == 0).all()
+    # The unpruned pre-trained weights are where fine-tuning started.
+    start = load_weights_file(source_model["file"], "test")
+    name = next(iter(trainer.mask.tensors))
+    kept = trainer.mask.tensors[name].bool()
+    assert torch.equal(trainer.init_state[name][kept], start[name][kept])
+
+
+def test_ticket_sources(source_model):
+    oneshot, _ = run(transfer_config({"file": source_model["file"]}))
+    random, _ = run(transfer_config({"file": source_model["file"]}, **{"transfer.ticket": "random"}))
+    for name, mask in oneshot.mask.tensors.items():  # the control keeps every layer's count
+        assert int(mask.sum()) == int(random.mask.tensors[name].sum())
+    assert any(not torch.equal(m, random.mask.tensors[n]) for n, m in oneshot.mask.tensors.items())
+    # One-shot keeps the largest pre-trained magnitudes.
+    start = load_weights_file(source_model["file"], "test")
+    flat = torch.cat([start[n].abs().flatten() for n in oneshot.mask.tensors])
+    kept = torch.cat([m.flatten().bool() for m in oneshot.mask.tensors.values()])
+    assert flat[kept].min() >= flat[~kept].max()
+
+    files = transfer_config({"file": source_model["file"]}, **{"transfer.ticket": "files",
+                                                               "transfer.ticket_dir": source_model["ticket"]})
+    trainer, _ = run(files)
+    saved = torch.load(f"{source_model['ticket']}/mask.pt", weights_only=True)
+    assert set(trainer.mask.tensors) == set(saved) - {"body.classifier.weight"}
+    for name, mask in trainer.mask.tensors.items():
+        assert torch.equal(mask.bool().cpu(), saved[name])
+
+
+def test_imp_on_the_source_rewinds_to_the_pretrained_weights(source_model, tmp_path):
+    config = transfer_config({"file": source_model["file"]},
+                             **{"transfer.ticket": "imp", "prune.rounds": 2, "prune.find_epochs": 1})
+    trainer, _ = run(config, cache_dir=tmp_path)
+    assert trainer.sparsity == pytest.approx(1 - 0.4 ** 2, abs=1e-3)
+    summary = trainer.summary()
+    assert summary["find_seconds"] > 0 and not summary["imp_reused"]
+    assert 0 <= summary["source_val_clean_acc"] <= 1
+    again, _ = run(config, cache_dir=tmp_path)
+    assert again.summary()["imp_reused"]
+    assert all(torch.equal(m, again.mask.tensors[n]) for n, m in trainer.mask.tensors.items())
+
+
+def test_dense_baseline_is_computed_once_for_a_shared_setting(source_model, tmp_path):
+    first, _ = run(transfer_config({"file": source_model["file"]}), cache_dir=tmp_path)
+    second, _ = run(transfer_config({"file": source_model["file"]}, **{"prune.ratio": 0.8}), cache_dir=tmp_path)
+    assert not first.summary()["dense_reused"] and second.summary()["dense_reused"]
+    assert len(list(tmp_path.glob("dense-*.pt"))) == 1
+    assert first.dense_results == second.dense_results
+    other_lr, _ = run(transfer_config({"file": source_model["file"]}, **{"train.lr": 0.02}), cache_dir=tmp_path)
+    assert not other_lr.summary()["dense_reused"]  # another fine-tuning lr is another dense setting
+    assert len(list(tmp_path.glob("dense-*.pt"))) == 2
+
+
+def test_double_win_verdict_follows_the_numbers(source_model):
+    dense = {"standard": {"test_clean_acc": 0.90, "test_robust_acc": 0.10},
+             "adversarial": {"test_clean_acc": 0.80, "test_robust_acc": 0.50}}
+    close = {"standard": {"test_clean_acc": 0.895, "test_robust_acc": 0.12},
+             "adversarial": {"test_clean_acc": 0.81, "test_robust_acc": 0.495}}
+    assert double_win(close, dense, 0.01, "test") == (True, pytest.approx(0.005))
+    far = {**close, "adversarial": {"test_clean_acc": 0.81, "test_robust_acc": 0.45}}
+    assert double_win(far, dense, 0.01, "test") == (False, pytest.approx(-0.04))
+    assert double_win(far, dense, 0.06, "test")[0]
+
+    trainer, _ = run(transfer_config({"file": source_model["file"]}))
+    s = trainer.summary()
+    gaps = [s[f"{r}_test_{k}_acc"] - s[f"dense_{r}_test_{k}_acc"] for r in ("standard", "adversarial")
+            for k in ("clean", "robust")]
+    assert s["double_win_test_margin"] == pytest.approx(min(gaps) + 0.01)
+    assert s["double_win"] == (min(gaps) >= -0.01)
+    assert s["double_win_split"] == "test"
+
+
+def test_fractions_are_exact_and_stratified():
+    full = prepare_data("digits", "~/data", val_split=60, fraction=1.0, classes=[5, 6, 7])
+    tenth = prepare_data("digits", "~/data", val_split=60, fraction=0.1, classes=[5, 6, 7])
+    assert sorted(full.train_y.unique().tolist()) == [0, 1, 2]  # relabelled in the order given
+    assert len(tenth.train_y) == round(0.1 * len(full.train_y))
+    counts, full_counts = torch.bincount(tenth.train_y), torch.bincount(full.train_y)
+    assert ((counts - 0.1 * full_counts).abs() <= 1).all()
+    assert torch.equal(tenth.val_y, full.val_y)  # validation does not depend on the fraction
+    with pytest.raises(UserError, match="data.fraction: .* leaves class"):
+        prepare_data("digits", "~/data", val_split=60, fraction=0.005, classes=[5, 6, 7])
+
+
+def test_resume_continues_with_the_same_records(source_model):
+    config = transfer_config({"file": source_model["file"]}, **{"train.epochs": 2})
+    whole, records = run(config)
+    first = create_trainer(config)
+    head = [first.next_record() for _ in range(3)]
+    resumed = create_trainer(config, state=first.state_dict())
+    tail = list(resumed)
+    strip = lambda rs: [{k: v for k, v in r.as_dict().items() if "second" not in k} for r in rs]
+    assert strip(head + tail) == strip(records)
+    assert resumed.summary()["double_win_margin"] == pytest.approx(whole.summary()["double_win_margin"])
+
+
+def test_torchvision_layout_and_bad_weights(tmp_path, source_model):
+    import torchvision
+
+    reference = torchvision.models.resnet18(num_classes=10)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)  # the layout torchvision publishes its weights in
+    state = load_weights_file(path, "transfer.pretrained.file")
+    model = create_model("resnet18", width=1, num_classes=10, in_channels=3, mean=(0, 0, 0), std=(1, 1, 1),
+                         input_size=32)
+    fit_weights(model, state, str(path), "resnet18")
+    x = torch.rand(2, 3, 32, 32)
+    reference.eval(), model.eval()
+    normalized = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.allclose(model(x), reference(normalized), atol=1e-5)
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)  # grey 8x8 digits into an RGB network
+
+    with pytest.raises(UserError, match="does not fit model.arch small_cnn"):
+        run(transfer_config({"file": str(path)}))
+    with pytest.raises(UserError, match="no such file|does not exist"):
+        run(transfer_config({"file": str(tmp_path / "missing.pt")}))
+    (tmp_path / "foreign.pt").write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="not a readable torch file"):
+        load_weights_file(tmp_path / "foreign.pt", "transfer.pretrained.file")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(UserError, match="holds no state dict"):
+        load_weights_file(tmp_path / "list.pt", "transfer.pretrained.file")
+    import shutil
+
+    wider = tmp_path / "wider-ticket"  # a ticket of another width than the pre-trained network here
+    shutil.copytree(source_model["ticket"], wider)
+    manifest = json.loads((wider / "manifest.json").read_text())
+    manifest["model"]["width"] = 0.5
+    (wider / "manifest.json").write_text(json.dumps(manifest))
+    config = transfer_config({"file": source_model["file"]}, **{"transfer.ticket": "files", "transfer.ticket_dir": str(wider)})
+    with pytest.raises(UserError, match="transfer.ticket_dir: the ticket is small_cnn width 0.5 .*width 0.25"):
+        run(config)
+
+
+def test_transferred_ticket_files_reload(source_model, tmp_path):
+    config = transfer_config({"file": source_model["file"]})
+    trainer, _ = run(config)
+    directory = write_ticket(tmp_path / "t", trainer.state_dict(), config, trainer.summary())
+    model, mask, manifest = load_ticket(directory)
+    assert manifest["in_channels"] == 1 and model.classifier.out_features == 3
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, trainer.ticket_state["weights"][name].cpu())
+
+
+def test_bad_transfer_specs_give_one_line(tmp_path, capsys, source_model):
+    cases = [
+        ({"file": source_model["file"]}, {"source": {**SOURCE, "classes": [0, 12]}},
+         "data.classes: 12 is not a class of digits"),
+        ({"file": str(tmp_path / "nope.pt")}, {}, "transfer.pretrained.file: "),
+        ({"file": source_model["file"], "torchvision": "IMAGENET1K_V1"}, {}, "give exactly one of"),
+        ({"file": source_model["file"]}, {"ticket": "files"}, "transfer.ticket_dir"),
+        ({"file": source_model["file"]}, {"finetune": ["sideways"]}, "transfer.finetune"),
+    ]
+    for pretrained, transfer, message in cases:
+        tree = transfer_tree(pretrained, **transfer)
+        path = tmp_path / "bad.yaml"
+        path.write_text(json.dumps(tree))
+        assert main(["validate", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_offline_transfer_search_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    spec = Path(__file__).parent.parent / "searches" / "digits-double-win.yaml"
+    code = main(["run", str(spec), "--out", str(out), "--num-cpus", "2",
+                 "--set", "train.epochs=1", "--set", "train.lr=0.05", "--set", "prune.ratio={grid: [0.5, 0.8]}",
+                 "--set", "prune.find_epochs=1", "--set", "transfer.pretrained.pretrain.epochs=2",
+                 "--set", "attack.eval.pgd.steps=5", "--set", "train.eval_examples=60"])
+    assert code == 0
+    trials = pd.read_parquet(out / "trials.parquet")
+    epochs = pd.read_parquet(out / "epochs")
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert trials["double_win"].dtype == bool
+    assert sorted(trials["config.data.fraction"]) == [0.1, 0.1, 1.0, 1.0]
+    # One dense baseline per fraction, shared by the two sparsities; one pre-training for all.
+    assert trials["dense_reused"].sum() == 2
+    assert len(list((out / "cache").glob("dense-*.pt"))) == 2 and len(list((out / "cache").glob("pretrain-*.pt"))) == 1
+    assert len(epochs) == 4 * 2 and set(epochs["phase"]) == {"finetune_standard", "finetune_adversarial"}
+    assert trials["objective"].equals(trials["double_win_margin"])
+    assert main(["report", str(out)]) == 0
+    report = (out / "report" / "report.md").read_text()
+    assert "Double-win" in report
