@@ -57,7 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default: runs/<name>-<spec hash>)")
     run.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
     run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    run.add_argument("--storage", metavar="URI",
+                     help="where checkpoints go: a path every node mounts (NFS) or an s3:// or gs:// URI "
+                          "(default: <out>/ray; --resume finds the search's own)")
     run.set_defaults(handler=_run)
+
+    data = commands.add_parser("data", help="download and check the data sets of a spec on this machine (node set-up)")
+    data.add_argument("spec", help="search spec (YAML)")
+    _add_set(data)
+    data.set_defaults(handler=_data)
 
     results = commands.add_parser("results", help="the leaderboard of a search, from its Parquet files")
     results.add_argument("out", help="output directory of `ticketsearch run` or `train`")
@@ -113,7 +121,17 @@ def _run(args: argparse.Namespace) -> int:
     from ticketsearch.spec import load_spec, parse_overrides
 
     spec = load_spec(args.spec, parse_overrides(args.set))
-    run_search(spec, out=args.out, address=args.address, resume=args.resume, num_cpus=args.num_cpus, echo=print)
+    run_search(spec, out=args.out, address=args.address, resume=args.resume, num_cpus=args.num_cpus,
+               storage=args.storage, echo=print)
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from ticketsearch.search.preflight import prepare_data_sets
+    from ticketsearch.spec import load_spec, parse_overrides
+
+    for line in prepare_data_sets(load_spec(args.spec, parse_overrides(args.set))):
+        print(line)
     return 0
 
 

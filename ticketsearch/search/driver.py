@@ -1,8 +1,9 @@
 """`ticketsearch run`: a search spec as Ray Tune trials, embedded or on a cluster, resumable.
 
-Output directory layout: `search.json` (the spec, its hash, versions, times), `epochs/`,
-`trials.parquet`, `tensorboard/` (written on the driver by `ResultsCallback`) and `ray/` (Tune's
-experiment state and the trials' checkpoints).
+Output directory layout: `search.json` (the spec, its hash, versions, times, the checkpoint storage),
+`epochs/`, `trials.parquet`, `tensorboard/` (written on the driver by `ResultsCallback`) and `ray/`
+(Tune's experiment state and the trials' checkpoints, unless `storage` names a path or URI that every
+node of a cluster reaches).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def run_search(
     address: str | None = None,
     resume: bool = False,
     num_cpus: int | None = None,
+    storage: str | None = None,
     echo: Callable[[str], Any] = print,
     verbose: int = 1,
 ) -> dict[str, Any]:
@@ -40,6 +42,7 @@ def run_search(
     from ray import tune
     from ray.tune.search import Searcher
 
+    from ticketsearch.search.preflight import check_cluster, experiment_path, resolve_storage
     from ticketsearch.search.results_callback import ResultsCallback
     from ticketsearch.search.space import OBJECTIVE, check_search, make_scheduler, make_searcher, param_space
     from ticketsearch.search.trainable import run_trial
@@ -51,14 +54,19 @@ def run_search(
             check_config(spec.trial({path: edge}))
     config = spec.default_trial
     out = Path(out or Path("runs") / f"{spec.name}-{spec.content_hash()}").resolve()
-    storage = out / "ray"
     _check_out(out, spec, resume)
+    # A resumed search finds its checkpoints where it was started, unless told otherwise.
+    storage = resolve_storage(storage or (_saved_storage(out) if resume else None), out)
+    experiment = experiment_path(storage, EXPERIMENT)
+    if resume:
+        _check_restorable(tune, experiment)
 
     _connect(ray, address, num_cpus)
     try:
         _check_resources(ray, config.resources.cpu, config.resources.gpu)
+        check_cluster(ray, storage, spec)
         started = time.time()
-        _write_search_json(out, spec, started=started, resume=resume)
+        _write_search_json(out, spec, started=started, resume=resume, storage=storage)
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, tree=dict(spec.tree), source=spec.source),
             {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
@@ -71,16 +79,15 @@ def run_search(
         )
         run_config = tune.RunConfig(
             name=EXPERIMENT,
-            storage_path=str(storage),
+            storage_path=storage,
             callbacks=[ResultsCallback(out, spec)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=config.search.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=config.search.max_failures),
             progress_reporter=reporter,
             verbose=verbose,
         )
-        experiment = storage / EXPERIMENT
         if resume:
-            tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
         else:
             searcher = make_searcher(spec)
             tuner = tune.Tuner(
@@ -97,7 +104,7 @@ def run_search(
                 run_config=run_config,
             )
         tuner.fit()
-        _write_search_json(out, spec, started=started, ended=time.time(), resume=resume)
+        _write_search_json(out, spec, started=started, ended=time.time(), resume=resume, storage=storage)
     finally:
         ray.shutdown()
     from ticketsearch.search.summary import summarise
@@ -114,15 +121,30 @@ def _check_out(out: Path, spec: Spec, resume: bool) -> None:
         if saved.get("spec_hash") != spec.content_hash():
             raise UserError(f"--resume: {out} holds a search of a different spec (hash {saved.get('spec_hash')}, "
                             f"this spec {spec.content_hash()}); use the same spec and --set values, or another --out")
-        if not (out / "ray" / EXPERIMENT).is_dir():
-            raise UserError(f"--resume: {out} has no Tune experiment under ray/{EXPERIMENT}; nothing to resume")
     elif search_json.exists():
         raise UserError(f"--out: {out} already holds a search; pass --resume to continue it, or choose another --out")
 
 
+def _saved_storage(out: Path) -> str | None:
+    return json.loads((out / "search.json").read_text()).get("storage")
+
+
+def _check_restorable(tune, experiment: str) -> None:
+    try:
+        restorable = tune.Tuner.can_restore(experiment)
+    except Exception as error:  # an object store that refuses us: credentials, network, bucket
+        raise UserError(f"--resume: cannot read {experiment} ({' '.join(str(error).split())[:200]})") from None
+    if not restorable:
+        raise UserError(f"--resume: no Tune experiment at {experiment}; nothing to resume (pass the --storage "
+                        "the search was started with)")
+
+
 def _connect(ray, address: str | None, num_cpus: int | None) -> None:
     if address is None:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+        # "local": a Ray of our own even when this machine runs a cluster (`ray start`, whose address Ray
+        # would otherwise pick up from /tmp/ray and join); --address joins one on purpose.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=True)
         return
     if address != "auto":
         host, _, port = address.rpartition(":")
@@ -151,7 +173,8 @@ def _check_resources(ray, cpu: float, gpu: float) -> None:
                         "lower resources.cpu / resources.gpu or add bigger nodes")
 
 
-def _write_search_json(out: Path, spec: Spec, *, started: float, ended: float | None = None, resume: bool) -> None:
+def _write_search_json(out: Path, spec: Spec, *, started: float, ended: float | None = None, resume: bool,
+                       storage: str) -> None:
     import ray
     import torch
 
@@ -169,6 +192,7 @@ def _write_search_json(out: Path, spec: Spec, *, started: float, ended: float | 
         "started": previous.get("started", started),
         "resumed": previous.get("resumed", []) + ([started] if resume else []),
         "ended": ended,
+        "storage": storage,  # where Tune keeps the experiment and the checkpoints; --resume looks there
     }
     out.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(".search.json.tmp")
