@@ -67,7 +67,7 @@ def run_one_trial(
 
     started = time.time()
     node = socket.gethostname()
-    trainer = create_trainer(config, device=resolve_device(device), state=state)
+    trainer = create_trainer(config, device=resolve_device(device), state=state, cache_dir=out / "cache")
     echo(f"trial {trial_id}: {config.model.arch} width {config.model.width:g} on {config.data.dataset}, "
          f"{len(trainer.phases)} rounds/phases, device {trainer.device}, out {out}")
     writer = TrialWriter(out, trial_id)
@@ -79,14 +79,25 @@ def run_one_trial(
             echo(format_record(record))
     finally:
         writer.close()
-    summary = {"trial_id": trial_id, "seed": config.train.seed, **trainer.summary(),
-               "wall_seconds": time.time() - started,
+    trial_summary = trainer.summary()
+    summary = {"trial_id": trial_id, "seed": config.train.seed, "config_hash": config.content_hash(),
+               "objective": _objective(config.objective.metric, trial_summary, trainer.records),
+               **trial_summary, "wall_seconds": time.time() - started,
                **{f"config.{k}": v for k, v in flatten(config.to_dict()).items()}}
     if trainer.ticket_state is not None:
         summary["ticket_dir"] = str(write_ticket(out / "tickets" / trial_id, trainer.state_dict(), config, summary))
     write_table_atomic(pa.Table.from_pylist([summary]), out / "trials.parquet")
     echo(format_summary(summary, trainer.sparsity_report(), out))
     return summary
+
+
+def _objective(metric: str, summary: dict[str, Any], records: list[EpochRecord]) -> float:
+    """The spec's objective as a search reports it: a summary column, else the last record's value."""
+    if metric in summary:
+        return float(summary[metric])
+    if f"final_{metric}" in summary:
+        return float(summary[f"final_{metric}"])
+    return float(getattr(records[-1], metric, float("nan"))) if records else float("nan")
 
 
 def format_record(r: EpochRecord) -> str:
@@ -106,7 +117,17 @@ def format_summary(summary: dict[str, Any], layers, out: Path) -> str:
     if "test_clean_acc" in summary:
         auto = f", AutoAttack {summary['test_autoattack_acc']:.1%}" if "test_autoattack_acc" in summary else ""
         lines.append(f"test split: clean {summary['test_clean_acc']:.1%}, robust {summary['test_robust_acc']:.1%}{auto}")
-    if summary.get("target_robust_acc") == summary.get("target_robust_acc"):
+    if summary.get("double_win_split"):
+        split = summary["double_win_split"]
+        for regime in ("standard", "adversarial"):
+            if f"{regime}_{split}_clean_acc" in summary:
+                lines.append(
+                    f"{regime} fine-tuning ({split}): SA {summary[f'{regime}_{split}_clean_acc']:.1%} "
+                    f"(dense {summary[f'dense_{regime}_{split}_clean_acc']:.1%}), RA {summary[f'{regime}_{split}_robust_acc']:.1%} "
+                    f"(dense {summary[f'dense_{regime}_{split}_robust_acc']:.1%})")
+        lines.append(f"double win: {'yes' if summary['double_win'] else 'no'} "
+                     f"(margin {100 * summary['double_win_test_margin' if split == 'test' else 'double_win_margin']:+.1f} points)")
+    if summary.get("target_robust_acc") is not None and summary["target_robust_acc"] == summary["target_robust_acc"]:
         lines.append(
             f"convergence: dense reaches {summary['target_robust_acc']:.1%} robust in {summary['dense_epochs_to_target']:g} "
             f"epochs; the ticket in {summary['ticket_epochs_to_target']:g} epochs; speed-up incl. finding "

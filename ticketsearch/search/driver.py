@@ -68,7 +68,8 @@ def run_search(
         started = time.time()
         _write_search_json(out, spec, started=started, resume=resume, storage=storage)
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, tree=dict(spec.tree), source=spec.source),
+            # Work trials share (transfer: pre-training, IMP, the dense baseline) is computed once, in <out>/cache.
+            tune.with_parameters(run_trial, tree=dict(spec.tree), source=spec.source, cache_dir=str(out / "cache")),
             {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
         )
         reporter = tune.CLIReporter(

@@ -23,7 +23,7 @@ from ticketsearch.search.trainable import STATE_FILE
 from ticketsearch.results.tickets import write_ticket
 from ticketsearch.results.tensorboard import TrialWriter
 from ticketsearch.spec import Spec
-from ticketsearch.trainers import RECORD_FIELDS, EpochRecord
+from ticketsearch.trainers import RECORD_FIELDS, EpochRecord, summary_defaults
 
 
 # Trial-level numbers known only when a trial ends: present (NaN) from a trial's first row on, so
@@ -120,7 +120,8 @@ class ResultsCallback(tune.Callback):
     # ---------------------------------------------------------------- rows
     def _row(self, trial, result: dict[str, Any]) -> dict[str, Any]:
         row = self.trials.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "status": "pending", "error": "",
-                                                      "ticket_dir": "", **SUMMARY_DEFAULTS})
+                                                      "ticket_dir": "", **SUMMARY_DEFAULTS,
+                                                      **summary_defaults(self.spec.default_trial)})
         config = self.spec.trial(trial.config)
         records = self._records(trial.trial_id)
         main = [r for r in records if r.phase != "baseline"]
@@ -177,7 +178,7 @@ class ResultsCallback(tune.Callback):
 def _final_metrics(row: dict[str, Any]) -> dict[str, float]:
     """What the HParams dashboard shows against the sampled values (NaN dropped: it cannot plot them)."""
     names = ("objective", "final_val_robust_acc", "final_val_clean_acc", "final_sparsity", "robust_auc",
-             "test_robust_acc", "test_clean_acc", "speedup", "epochs_trained")
+             "test_robust_acc", "test_clean_acc", "speedup", "epochs_trained", "double_win_margin", "double_win")
     return {f"final/{n}": float(row[n]) for n in names if isinstance(row.get(n), (int, float)) and not math.isnan(row[n])}
 
 

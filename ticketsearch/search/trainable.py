@@ -25,7 +25,7 @@ from ticketsearch.trainers import create_trainer
 STATE_FILE = "state.pt"
 
 
-def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str) -> None:
+def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str, cache_dir: str | None = None) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint created" line per epoch
     spec = spec_from_tree(dict(tree), source)
     config = spec.trial(values)
@@ -37,7 +37,7 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_state(Path(directory) / STATE_FILE, config.content_hash())
-    trainer = create_trainer(config, device=device, state=state)
+    trainer = create_trainer(config, device=device, state=state, cache_dir=cache_dir)
     metric = config.objective.metric
     # Tune reports the node's IP; the Ray node id also tells apart nodes that share a host.
     node_id = ray.get_runtime_context().get_node_id()

@@ -17,12 +17,14 @@ NAN = float("nan")
 # attack.train ("ticket"), and "baseline" trains the dense network under attack.train when that
 # regime differs from the finding one, so the ticket's convergence has its reference.
 PHASES = ("dense", "find", "ticket", "baseline")
+# Phases of a transfer trial: the ticket fine-tuned on the downstream task under each regime.
+TRANSFER_PHASES = ("finetune_standard", "finetune_adversarial")
 
 
 @dataclass(frozen=True)
 class EpochRecord:
     round: int  # IMP round: 0 is dense; sparsity 1-(1-p)^round
-    phase: str  # one of PHASES
+    phase: str  # one of PHASES or TRANSFER_PHASES
     epoch: int  # 1-based within the round
     global_epoch: int  # 1-based across the whole trial: the time axis of ASHA and TensorBoard
     sparsity: float  # fraction of prunable weights that are zero
