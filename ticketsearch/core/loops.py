@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ticketsearch.core.attacks import Perturb
 from ticketsearch.core.data.augment import augment_batch, to_float
+from ticketsearch.core.fastpath import FastPath
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,16 @@ def train_epoch(
     augmentation: Augmentation,
     augment_generator: torch.Generator | None,
     memory_format: torch.memory_format = torch.channels_last,
+    fastpath: FastPath | None = None,
 ) -> EpochResult:
-    """Train one epoch on attack(images); `after_step` re-applies the masks after each update."""
+    """Train one epoch on attack(images); `after_step` re-applies the masks after each update.
+
+    With a `fastpath` its memory format replaces `memory_format`, and the attack's passes and the
+    training forward pass run under its autocast (backward outside it, as autocast wants). Nothing
+    in a step reads a tensor back to the host: the loss and accuracy sums stay on the device.
+    """
     start = time.perf_counter()
+    fastpath = fastpath or FastPath(device_type=images.device.type, memory_format=memory_format)
     device = images.device
     order = torch.randperm(images.shape[0], generator=shuffle).to(device)
     steps = batches_per_epoch(images.shape[0], batch_size)
@@ -72,14 +80,16 @@ def train_epoch(
     lr = optimizer.param_groups[0]["lr"]
     for index in range(steps):
         batch = order[index * batch_size : (index + 1) * batch_size]
-        x = to_float(images[batch]).contiguous(memory_format=memory_format)
+        x = to_float(images[batch]).contiguous(memory_format=fastpath.memory_format)
         if augmentation.active:
             x = augment_batch(x, crop_padding=augmentation.crop_padding, flip=augmentation.flip, generator=augment_generator)
         y = labels[batch]
-        x_adv = attack(x, y)
-        model.train()
-        logits = model(x_adv)
-        loss = F.cross_entropy(logits, y)
+        # x and x_adv stay fp32 under autocast (only conv/matmul inputs are cast), so eps holds exactly.
+        with fastpath.autocast():
+            x_adv = attack(x, y)
+            model.train()
+            logits = model(x_adv)
+            loss = F.cross_entropy(logits, y)  # autocast computes cross-entropy in fp32
         lr = lr_for_step(first_step + index)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -116,24 +126,27 @@ def evaluate(
     *,
     batch_size: int,
     memory_format: torch.memory_format = torch.channels_last,
+    fastpath: FastPath | None = None,
 ) -> Accuracy:
-    """Clean and robust accuracy in eval mode.
+    """Clean and robust accuracy in eval mode (under the fast path's autocast when it has one).
 
     An example counts as robust only when it is classified correctly both clean and under attack
     (as AutoAttack counts), so robust accuracy never exceeds clean accuracy.
     """
     model.eval()
     device = images.device
+    fastpath = fastpath or FastPath(device_type=device.type, memory_format=memory_format)
     clean_correct = torch.zeros((), device=device, dtype=torch.long)
     robust_correct = torch.zeros((), device=device, dtype=torch.long)
     for start in range(0, images.shape[0], batch_size):
-        x = to_float(images[start : start + batch_size]).contiguous(memory_format=memory_format)
+        x = to_float(images[start : start + batch_size]).contiguous(memory_format=fastpath.memory_format)
         y = labels[start : start + batch_size]
-        with torch.no_grad():
-            clean_ok = model(x).argmax(dim=1) == y
-        x_adv = attack(x, y)
-        with torch.no_grad():
-            robust_ok = clean_ok & (model(x_adv).argmax(dim=1) == y)
+        with fastpath.autocast():
+            with torch.no_grad():
+                clean_ok = model(x).argmax(dim=1) == y
+            x_adv = attack(x, y)
+            with torch.no_grad():
+                robust_ok = clean_ok & (model(x_adv).argmax(dim=1) == y)
         clean_correct += clean_ok.sum()
         robust_correct += robust_ok.sum()
     count = images.shape[0]

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ticketsearch.core.attacks import build_attack, is_adversarial
 from ticketsearch.core.data import DataBundle, prepare_data
+from ticketsearch.core.fastpath import resolve_fastpath
 from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
 from ticketsearch.core.models import create_model
 from ticketsearch.core.pruning import Mask, MaskApplier, magnitude_prune, prunable_weights, random_mask_like
@@ -80,14 +81,18 @@ class IMPTrainer:
                                 split_seed=d.split_seed, download=d.download)
         self.data = data.to(self.device)
         info = self.data.info
+        # bf16 autocast on CUDA, channels-last, optional torch.compile: core/fastpath.py.
+        self.fastpath = resolve_fastpath(config.train.precision, config.train.compile, self.device)
         self.augmentation = Augmentation(info.crop_padding, info.flip) if config.data.augment else Augmentation(0, False)
         # The trial's own random stream: seeded here, swapped in around every epoch (next_record), so
         # trainers interleaved in one process stay reproducible and the caller's RNG is left alone.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(config.train.seed)
-            self.model = self._new_model().to(self.device, memory_format=MEMORY_FORMAT)
+            self.model = self._new_model().to(self.device, memory_format=self.fastpath.memory_format)
             self.global_rng = torch.get_rng_state()
             self.cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        # What the loops and attacks call: the model itself or its compiled wrapper (same parameters).
+        self.forward = self.fastpath.forward_module(self.model)
         self.weights = prunable_weights(self.model, config.prune.exclude)
         self.init_state = _snapshot(self.model)
         self.rewind_state: dict[str, Tensor] | None = self.init_state if config.prune.rewind == 0 else None
@@ -103,7 +108,7 @@ class IMPTrainer:
         self.guard_best = -math.inf
         self.guard_snapshot: dict[str, Any] | None = None
         self.optimizer = self._new_optimizer()
-        self.eval_attack = build_attack(self.model, config.attack.eval, info.num_classes, "attack.eval")
+        self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval")
         self._attacks: dict[AttackConfig, Any] = {}
         if state is not None:
             self.load_state_dict(state)
@@ -145,7 +150,7 @@ class IMPTrainer:
         phase, config = self.phase, self.config
         steps_per_epoch = batches_per_epoch(self.data.train_x.shape[0], config.train.batch_size)
         result = train_epoch(
-            self.model, self.optimizer, self.data.train_x, self.data.train_y,
+            self.forward, self.optimizer, self.data.train_x, self.data.train_y,
             batch_size=config.train.batch_size,
             attack=self._attack(phase.regime),
             after_step=self.apply_mask,
@@ -155,7 +160,7 @@ class IMPTrainer:
             shuffle=self.shuffle,
             augmentation=self.augmentation,
             augment_generator=self.augment_rng,
-            memory_format=MEMORY_FORMAT,
+            fastpath=self.fastpath,
         )
         self.epoch += 1
         self.step += result.steps
@@ -167,8 +172,8 @@ class IMPTrainer:
         start = time.perf_counter()  # the guard's PGD check counts as evaluation time
         guard_acc, fired, action = self._guard(phase)
         n = min(config.train.eval_examples, self.data.val_x.shape[0])
-        accuracy = evaluate(self.model, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
-                            batch_size=config.train.eval_batch_size, memory_format=MEMORY_FORMAT)
+        accuracy = evaluate(self.forward, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
+                            batch_size=config.train.eval_batch_size, fastpath=self.fastpath)
         record = self._record(result, accuracy.clean, accuracy.robust, time.perf_counter() - start,
                               guard_acc, fired, action)
         if self.epoch >= phase.epochs or (fired and action != "record"):
@@ -223,10 +228,12 @@ class IMPTrainer:
             return
         n = self.config.train.test_examples or self.data.test_x.shape[0]
         x, y = self.data.test_x[:n], self.data.test_y[:n]
-        accuracy = evaluate(self.model, x, y, self.eval_attack, batch_size=self.config.train.eval_batch_size,
-                            memory_format=MEMORY_FORMAT)
+        accuracy = evaluate(self.forward, x, y, self.eval_attack, batch_size=self.config.train.eval_batch_size,
+                            fastpath=self.fastpath)
         self.test = {"test_clean_acc": accuracy.clean, "test_robust_acc": accuracy.robust, "test_examples": float(n)}
         if self.config.attack.test_autoattack:
+            # The reported AutoAttack figure runs in fp32 on the uncompiled model whatever the fast path:
+            # its many batch shapes would recompile, and a conservative number should not depend on bf16.
             auto = self.config.attack.eval.model_copy(update={"kind": "autoattack"})
             attack = build_attack(self.model, auto, self.data.info.num_classes, "attack.eval")
             self.test["test_autoattack_acc"] = evaluate(self.model, x, y, attack,
@@ -253,8 +260,8 @@ class IMPTrainer:
             return NAN, False, ""
         check = self.config.attack.eval.model_copy(update={"kind": "pgd", "steps": guard.steps, "alpha": None})
         x, y = self.data.train_x[: guard.examples], self.data.train_y[: guard.examples]
-        accuracy = evaluate(self.model, x, y, self._attack(check), batch_size=guard.examples,
-                            memory_format=MEMORY_FORMAT).robust
+        accuracy = evaluate(self.forward, x, y, self._attack(check), batch_size=guard.examples,
+                            fastpath=self.fastpath).robust
         fired = accuracy < self.guard_best - guard.drop
         if fired and guard.action == "rollback" and self.guard_snapshot is not None:
             self.model.load_state_dict(self.guard_snapshot["model"])
@@ -278,7 +285,7 @@ class IMPTrainer:
 
     def _attack(self, regime: AttackConfig):
         if regime not in self._attacks:
-            self._attacks[regime] = build_attack(self.model, regime, self.data.info.num_classes, "attack")
+            self._attacks[regime] = build_attack(self.forward, regime, self.data.info.num_classes, "attack")
         return self._attacks[regime]
 
     # ---------------------------------------------------------------- results
