@@ -112,13 +112,6 @@ class TrainSection(Section):
     # torch.compile the model: fused kernels for small models whose cost is launch overhead, after
     # ~30 s of compilation per trial; worth it for long trials only (BENCHMARKS.md).
     compile: bool = False
-    # Arithmetic of the forward passes (attack and training): auto = bf16 autocast on a CUDA GPU with
-    # bf16, fp32 on CPU (no bf16 units on these CPUs: emulated bf16 is ~10x slower). Images and
-    # perturbations stay fp32 either way, so the eps bound holds exactly (core/fastpath.py).
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # torch.compile the model: fused kernels for small models whose cost is launch overhead, after
-    # ~30 s of compilation per trial; worth it for long trials only (BENCHMARKS.md).
-    compile: bool = False
 
 
 class AttackConfig(BaseModel):
