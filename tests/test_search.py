@@ -22,7 +22,7 @@ TIMING = {"epoch_seconds", "eval_seconds", "examples_per_second"}
 
 
 def same_records(frame: pd.DataFrame, records) -> bool:
-    left = [{k: v for k, v in row.items() if k not in TIMING | {"trial_id", "node"}} for row in frame.to_dict("records")]
+    left = [{k: v for k, v in row.items() if k not in TIMING | {"trial_id", "node", "node_id"}} for row in frame.to_dict("records")]
     right = [{k: v for k, v in r.as_dict().items() if k not in TIMING} for r in records]
     clean = lambda rows: [{k: None if v != v else v for k, v in row.items()} for row in rows]
     return clean(left) == clean(right)
