@@ -160,3 +160,19 @@ def test_no_host_sync_inside_training_steps():
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
     assert len(syncs) <= 1, [str(w.message) for w in syncs]
+
+
+def test_crop_and_flip_in_one_gather_is_crop_then_flip():
+    """augment_batch folds the flip into the crop's column indices (one gather, no flipped copy); the
+    result must be the crop followed by the flip of the drawn images, as two separate steps give."""
+    from ticketsearch.core.data.augment import augment_batch
+
+    x = torch.rand(33, 3, 12, 10).contiguous(memory_format=torch.channels_last)
+    both = augment_batch(x, crop_padding=4, flip=True, generator=torch.Generator().manual_seed(3))
+    crop = augment_batch(x, crop_padding=4, flip=False, generator=torch.Generator().manual_seed(3))
+    draws = torch.Generator().manual_seed(3)
+    torch.randint(0, 9, (2, 33), generator=draws)  # the crop offsets, drawn first
+    coin = torch.rand(33, generator=draws) < 0.5
+    assert 0 < int(coin.sum()) < 33
+    assert torch.equal(both, torch.where(coin[:, None, None, None], crop.flip(3), crop))
+    assert both.is_contiguous(memory_format=torch.channels_last)

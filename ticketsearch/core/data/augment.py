@@ -38,19 +38,25 @@ def augment_batch(
     """
     n, _, h, w = x.shape
     fmt = _memory_format(x)
-    out = x
-    if crop_padding > 0:
-        p = crop_padding
-        padded = F.pad(x, (p, p, p, p))  # zeros
-        # Offsets of each crop's top-left corner in the padded image, 0..2p (p: no shift).
-        dy, dx = torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=x.device)
-        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # N x H x 1
-        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # N x 1 x W
-        image = torch.arange(n, device=x.device)[:, None, None]  # N x 1 x 1
-        # Advanced indices separated by the channel slice come first: the result is N x H x W x C,
-        # which permuted is an N x C x H x W view in channels_last layout.
-        out = padded[image, :, rows, cols].permute(0, 3, 1, 2)
-    if flip:
+    if crop_padding == 0:
+        if not flip:
+            return x
         coin = torch.rand(n, generator=generator, device=x.device) < 0.5
-        out = torch.where(coin[:, None, None, None], out.flip(3), out)
+        return torch.where(coin[:, None, None, None], x.flip(3), x).contiguous(memory_format=fmt)
+    p = crop_padding
+    padded = F.pad(x, (p, p, p, p))  # zeros
+    # Offsets of each crop's top-left corner in the padded image, 0..2p (p: no shift).
+    dy, dx = torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # N x H x 1
+    columns = torch.arange(w, device=x.device)
+    if flip:
+        # The flip is folded into the crop's column indices (column j reads w-1-j), so crop and flip
+        # are one gather: no flipped copy of the batch and no select between two copies.
+        coin = torch.rand(n, generator=generator, device=x.device) < 0.5
+        columns = torch.where(coin[:, None], columns.flip(0), columns)  # N x W
+    cols = (dx[:, None] + columns)[:, None, :]  # N x 1 x W
+    image = torch.arange(n, device=x.device)[:, None, None]  # N x 1 x 1
+    # Advanced indices separated by the channel slice come first: the result is N x H x W x C,
+    # which permuted is an N x C x H x W view in channels_last layout.
+    out = padded[image, :, rows, cols].permute(0, 3, 1, 2)
     return out.contiguous(memory_format=fmt)
