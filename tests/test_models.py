@@ -10,7 +10,8 @@ from ticketsearch.core.models import MODELS, ImageClassifier, count_parameters, 
 from ticketsearch.core.models.layers import scale_channels
 from ticketsearch.errors import UserError
 
-ARCHS = MODELS.names()
+IMAGENET = ("resnet18", "resnet50")  # torchvision's, at width 1 only (tested at the end)
+ARCHS = [a for a in MODELS.names() if a not in IMAGENET]
 FIXED_DEPTH = [a for a in ARCHS if a != "wide_resnet"]
 MEAN3, STD3 = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 NUM_CLASSES = 7  # not 10, so a hard-coded class count would show
@@ -202,3 +203,30 @@ def test_wide_resnet_bad_depth(depth):
 def test_depth_given_to_fixed_depth_model(arch):
     with pytest.raises(UserError, match=rf"model\.depth: {arch} has a fixed depth"):
         make(arch, depth=20)
+
+
+# ------------------------------------------------------------------- torchvision's ImageNet ResNets
+
+
+@pytest.mark.parametrize("arch", IMAGENET)
+def test_imagenet_resnets_match_torchvision(arch):
+    import torchvision
+
+    reference = getattr(torchvision.models, arch)(num_classes=1000)
+    model = create_model(arch, width=1, num_classes=1000, in_channels=3, mean=MEAN3, std=STD3)
+    assert count_parameters(model) == count_parameters(reference)
+    assert model.classifier is model.body.classifier and "body.classifier.weight" in model.state_dict()
+    with pytest.raises(UserError, match=rf"model.width: {arch} exists at width 1 only"):
+        create_model(arch, width=0.5, num_classes=10, in_channels=3, mean=MEAN3, std=STD3)
+
+
+def test_input_adaptation_resizes_and_repeats_grey_inside_the_model():
+    torch.manual_seed(0)
+    model = create_model("resnet18", width=1, num_classes=NUM_CLASSES, in_channels=3, mean=MEAN3, std=STD3,
+                         input_size=64)
+    seen = []
+    model.body.conv1.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)  # grey 8x8 digits into an RGB ImageNet network
+    out = forward_backward(model, x)
+    assert seen == [(2, 3, 64, 64)] and out.shape == (2, NUM_CLASSES)
+    assert x.grad is not None and x.grad.abs().sum() > 0  # attacks still reach the data's own pixels

@@ -68,8 +68,7 @@ def run_search(
         started = time.time()
         _write_search_json(out, spec, started=started, resume=resume, storage=storage)
         trainable = tune.with_resources(
-            # Work trials share (transfer: pre-training, IMP, the dense baseline) is computed once, in <out>/cache.
-            tune.with_parameters(run_trial, tree=dict(spec.tree), source=spec.source, cache_dir=str(out / "cache")),
+            tune.with_parameters(run_trial, tree=dict(spec.tree), source=spec.source, cache_dir=_cache_dir(storage, out)),
             {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
         )
         reporter = tune.CLIReporter(
@@ -199,3 +198,15 @@ def _write_search_json(out: Path, spec: Spec, *, started: float, ended: float | 
     temporary = path.with_name(".search.json.tmp")
     temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
     os.replace(temporary, path)
+
+
+def _cache_dir(storage: str, out: Path) -> str:
+    """Where trials keep work they share (transfer: pre-training, IMP on the source, the dense baseline).
+
+    `<out>/cache` by default; beside the checkpoints when `--storage` is a path (an NFS mount every
+    node reaches), so each setting is computed once for the whole cluster, under a file lock. With an
+    object-store URI each node computes a setting once and keeps it at `<out>/cache` on its own disk.
+    """
+    if "://" in storage or Path(storage) == out / "ray":
+        return str(out / "cache")
+    return str(Path(storage) / "cache")

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ticketsearch.core.attacks import build_attack
 from ticketsearch.core.checkpoint import load_tensors
 from ticketsearch.core.data import DataBundle, prepare_data
+from ticketsearch.core.fastpath import FastPath, resolve_fastpath
 from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
 from ticketsearch.core.models import ImageClassifier, create_model
 from ticketsearch.core.pretrained import (
@@ -55,7 +56,6 @@ from ticketsearch.trainers.random_stream import RandomStream
 from ticketsearch.trainers.records import NAN, EpochRecord
 from ticketsearch.trainers.shared_cache import shared_value
 
-MEMORY_FORMAT = torch.channels_last
 NATURAL = AttackConfig(kind="natural")
 METRICS = ("val_clean_acc", "val_robust_acc", "test_clean_acc", "test_robust_acc")
 
@@ -124,6 +124,7 @@ class TransferTrainer:
         self.device = torch.device(device)
         self.cache_dir = cache_dir
         self.dense = dense  # the dense baseline: the same fine-tuning with no mask
+        self.fastpath = resolve_fastpath(config.train.precision, config.train.compile, self.device)
         self.data = (data if data is not None else load_task(config.data)).to(self.device)
         info = self.data.info
         self.augmentation = Augmentation(info.crop_padding, info.flip) if config.data.augment else Augmentation(0, False)
@@ -146,7 +147,8 @@ class TransferTrainer:
             model = self._new_model(info.num_classes, channels)
             mask = None
             self.provenance = dict(state["provenance"])
-        self.model = model.to(self.device, memory_format=MEMORY_FORMAT)
+        self.model = model.to(self.device, memory_format=self.fastpath.memory_format)
+        self.forward = self.fastpath.forward_module(self.model)  # the model, or its compiled wrapper
         parameters = dict(self.model.named_parameters())
         mask_state = state["mask"] if state is not None else mask.state_dict()
         self.weights = {name: parameters[name] for name in mask_state}
@@ -157,7 +159,7 @@ class TransferTrainer:
         self.init_state = _snapshot(self.model)  # the start of every regime: masked pre-trained weights, new head
         self.ticket_state: dict[str, Any] | None = None
         self.optimizer = self._new_optimizer(self.phase.lr)
-        self.eval_attack = build_attack(self.model, config.attack.eval, info.num_classes, "attack.eval")
+        self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval")
         self._attacks: dict[AttackConfig, Any] = {}
         if state is not None:
             self.load_state_dict(state)
@@ -189,12 +191,12 @@ class TransferTrainer:
         phase, train = self.phase, self.config.train
         steps_per_epoch = batches_per_epoch(self.data.train_x.shape[0], train.batch_size)
         result = train_epoch(
-            self.model, self.optimizer, self.data.train_x, self.data.train_y,
+            self.forward, self.optimizer, self.data.train_x, self.data.train_y,
             batch_size=train.batch_size, attack=self._attack(phase.regime), after_step=self.apply_mask,
             lr_for_step=lambda step: lr_at(step, steps_per_epoch=steps_per_epoch, epochs=train.epochs,
                                            base_lr=phase.lr, schedule=train.schedule),
             first_step=self.step, shuffle=self.shuffle, augmentation=self.augmentation,
-            augment_generator=self.augment_rng, memory_format=MEMORY_FORMAT,
+            augment_generator=self.augment_rng, fastpath=self.fastpath,
         )
         self.epoch += 1
         self.step += result.steps
@@ -203,8 +205,8 @@ class TransferTrainer:
             return self._record(result, NAN, NAN, 0.0)
         start = time.perf_counter()
         n = min(train.eval_examples, self.data.val_x.shape[0])
-        accuracy = evaluate(self.model, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
-                            batch_size=train.eval_batch_size, memory_format=MEMORY_FORMAT)
+        accuracy = evaluate(self.forward, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
+                            batch_size=train.eval_batch_size, fastpath=self.fastpath)
         record = self._record(result, accuracy.clean, accuracy.robust, time.perf_counter() - start)
         if self.epoch >= train.epochs:
             self._end_phase(record)
@@ -243,14 +245,15 @@ class TransferTrainer:
             return {"test_clean_acc": NAN, "test_robust_acc": NAN}
         n = config.train.test_examples or self.data.test_x.shape[0]
         x, y = self.data.test_x[:n], self.data.test_y[:n]
-        accuracy = evaluate(self.model, x, y, self.eval_attack, batch_size=config.train.eval_batch_size,
-                            memory_format=MEMORY_FORMAT)
+        accuracy = evaluate(self.forward, x, y, self.eval_attack, batch_size=config.train.eval_batch_size,
+                            fastpath=self.fastpath)
         out = {"test_clean_acc": accuracy.clean, "test_robust_acc": accuracy.robust, "test_examples": float(n)}
         if config.attack.test_autoattack:
             auto = config.attack.eval.model_copy(update={"kind": "autoattack"})
+            # AutoAttack runs in fp32 on the uncompiled model: a conservative figure, whatever the fast path.
             attack = build_attack(self.model, auto, self.data.info.num_classes, "attack.eval")
             out["test_autoattack_acc"] = evaluate(self.model, x, y, attack, batch_size=config.train.eval_batch_size,
-                                                  memory_format=MEMORY_FORMAT).robust
+                                                  fastpath=FastPath(self.device.type)).robust
         return out
 
     # ---------------------------------------------------------------- the dense reference
@@ -345,7 +348,7 @@ class TransferTrainer:
                             f"{transfer.source.dataset} has {source.info.num_classes}; IMP runs on the task it was trained on")
         model = self._new_model(classes, channels)
         model.load_state_dict(pretrained)
-        model = model.to(self.device, memory_format=MEMORY_FORMAT)
+        model = model.to(self.device, memory_format=self.fastpath.memory_format)
         weights = self._prunable(model)
         mask, records = Mask.ones(weights), []
         train = config.train
@@ -360,7 +363,8 @@ class TransferTrainer:
                 records += run_epochs(model, optimizer, source, config, phase="find", round_=round_,
                                       sparsity=mask.sparsity(), regime=prune.find_with or NATURAL,
                                       epochs=config.find_epochs, lr=prune.find_lr or train.lr, schedule=train.schedule,
-                                      batch_size=train.batch_size, after_step=apply, seed=train.seed + round_)
+                                      batch_size=train.batch_size, after_step=apply, seed=train.seed + round_,
+                                      fastpath=self.fastpath)
                 mask = magnitude_prune(weights, mask, prune.ratio, prune.scope)
         return {"mask": mask.state_dict(), "records": [r.as_dict() for r in records]}
 
@@ -422,12 +426,12 @@ class TransferTrainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(pretrain.seed)
             model = self._new_model(info.num_classes, info.channels, info.mean, info.std).to(
-                self.device, memory_format=MEMORY_FORMAT)
+                self.device, memory_format=self.fastpath.memory_format)
             optimizer = _sgd(model, pretrain.lr, pretrain.momentum, pretrain.weight_decay, False)
             records = run_epochs(model, optimizer, source, config, phase="pretrain", round_=0, sparsity=0.0,
                                  regime=pretrain.regime, epochs=pretrain.epochs, lr=pretrain.lr,
                                  schedule=pretrain.schedule, batch_size=pretrain.batch_size,
-                                 after_step=lambda: None, seed=pretrain.seed)
+                                 after_step=lambda: None, seed=pretrain.seed, fastpath=self.fastpath)
         return {"model": cpu_copy(model.state_dict()), "records": [r.as_dict() for r in records]}
 
     def _weights_field(self) -> str:
@@ -446,7 +450,7 @@ class TransferTrainer:
 
     def _attack(self, regime: AttackConfig):
         if regime not in self._attacks:
-            self._attacks[regime] = build_attack(self.model, regime, self.data.info.num_classes, "attack")
+            self._attacks[regime] = build_attack(self.forward, regime, self.data.info.num_classes, "attack")
         return self._attacks[regime]
 
     # ---------------------------------------------------------------- results
@@ -525,7 +529,8 @@ class TransferTrainer:
 
 def run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataBundle, config: TrialConfig, *,
                phase: str, round_: int, sparsity: float, regime: AttackConfig, epochs: int, lr: float,
-               schedule: Schedule, batch_size: int, after_step: Callable[[], None], seed: int) -> list[EpochRecord]:
+               schedule: Schedule, batch_size: int, after_step: Callable[[], None], seed: int,
+               fastpath: FastPath) -> list[EpochRecord]:
     """Train `epochs` epochs on `data` (the source task: pre-training, IMP) with one record each."""
     info = data.info
     attack = build_attack(model, regime, info.num_classes, "attack")
@@ -542,13 +547,13 @@ def run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataBun
                              after_step=after_step, first_step=step, shuffle=shuffle, augmentation=augmentation,
                              lr_for_step=lambda s: lr_at(s, steps_per_epoch=steps_per_epoch, epochs=epochs,
                                                          base_lr=lr, schedule=schedule),
-                             augment_generator=augment_rng, memory_format=MEMORY_FORMAT)
+                             augment_generator=augment_rng, fastpath=fastpath)
         step += result.steps
         if not math.isfinite(result.loss):
             raise UserError(f"{phase} on {info.name} diverged (loss {result.loss}) in epoch {epoch}; lower its lr")
         start = time.perf_counter()
         accuracy = evaluate(model, data.val_x[:n], data.val_y[:n], eval_attack,
-                            batch_size=config.train.eval_batch_size, memory_format=MEMORY_FORMAT)
+                            batch_size=config.train.eval_batch_size, fastpath=fastpath)
         previous = [r.val_robust_acc for r in records]
         records.append(EpochRecord(
             round=round_, phase=phase, epoch=epoch, global_epoch=epoch, sparsity=sparsity, regime=regime.describe(),
