@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue as queue_module
 import time
 
 import torch
@@ -92,10 +93,11 @@ def worker(args, rank: int, barrier, queue) -> None:
     start = time.perf_counter()
     result = epoch(args.examples)  # ends with the epoch's one read-back, so the GPU has finished
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    reserved = torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else float("nan")
+    cuda = device.type == "cuda"
+    peak = round(torch.cuda.max_memory_allocated(device) / 2**20) if cuda else None
+    reserved = round(torch.cuda.max_memory_reserved(device) / 2**20) if cuda else None
     queue.put({"rank": rank, "seconds": seconds, "examples": result.examples, "forward_flops": flops,
-               "peak_allocated_mib": round(peak), "peak_reserved_mib": round(reserved),
+               "peak_allocated_mib": peak, "peak_reserved_mib": reserved,
                "fastpath": fastpath.describe(), "loss": result.loss})
 
 
@@ -123,7 +125,15 @@ def main() -> None:
     processes = [context.Process(target=worker, args=(args, rank, barrier, queue)) for rank in range(args.trials)]
     for process in processes:
         process.start()
-    results = sorted((queue.get() for _ in processes), key=lambda r: r["rank"])
+    results = []
+    while len(results) < len(processes):  # a worker that dies must not leave us waiting for ever
+        try:
+            results.append(queue.get(timeout=5))
+        except queue_module.Empty:
+            failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if failed:
+                raise SystemExit(f"a trial process failed (exit codes {failed}); see its traceback above")
+    results.sort(key=lambda r: r["rank"])
     for process in processes:
         process.join()
     passes = 11 if args.attack == "pgd10" else 2  # attack steps + the training step

@@ -133,8 +133,9 @@ def test_compiled_forward_shares_parameters_and_agrees():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host synchronisation is a CUDA matter")
 def test_no_host_sync_inside_training_steps():
-    """A step of PGD training reads nothing back: torch flags any synchronising call (.item(), bool
-    of a tensor, nonzero) in sync-debug mode; only the epoch's one read-back (tolist) is allowed."""
+    """A step of PGD training reads nothing back: torch flags every synchronising call (.item(), bool
+    of a tensor, nonzero, a blocking copy) in sync-debug mode. An epoch of 4 steps may have the two at
+    its edges, the shuffled order copied to the GPU and the one read-back (tolist), and no more."""
     torch.manual_seed(0)
     device = torch.device("cuda")
     fastpath = resolve_fastpath("auto", False, device)
@@ -159,7 +160,7 @@ def test_no_host_sync_inside_training_steps():
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
-    assert len(syncs) <= 1, [str(w.message) for w in syncs]
+    assert len(syncs) <= 2, [str(w.message) for w in syncs]
 
 
 def test_crop_and_flip_in_one_gather_is_crop_then_flip():
