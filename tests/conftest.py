@@ -1,11 +1,17 @@
-"""One real search shared by the tests that only read a finished search's output."""
+"""One real search shared by the tests that only read a finished search's output; one torch thread."""
 
 import pytest
+import torch
 
 from ticketsearch.search.driver import run_search
 from ticketsearch.spec import load_spec
 
 from search_helpers import search_spec
+
+# The tests' models are tiny (8x8 digits): a second intra-op thread buys nothing, and when the machine
+# is busy (Ray trial workers of a search test, other jobs) two spinning OpenMP threads per process
+# made epochs up to 100x slower here (0.06 s against 6 s for the same tiny epoch).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
