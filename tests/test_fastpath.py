@@ -129,6 +129,11 @@ def test_compiled_forward_shares_parameters_and_agrees():
     x = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    # torchattacks drives the compiled wrapper: input gradients through it, and the mode restored
+    compiled.train()
+    attack = build_attack(compiled, AttackConfig(kind="pgd", eps=0.1, steps=2), 10, "attack.train")
+    x_adv = attack(x, torch.randint(0, 10, (4,)))
+    assert model.training and 0.05 < (x_adv - x).abs().max().item() <= 0.1 + 1e-6
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host synchronisation is a CUDA matter")
