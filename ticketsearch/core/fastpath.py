@@ -15,9 +15,9 @@ Why these defaults (measured figures in BENCHMARKS.md):
   oneDNN emulates bf16 there about 10x slower than fp32 (ResNet-20 PGD-10 step, this session).
 - channels-last everywhere: oneDNN and cuDNN both pick faster convolution kernels for NHWC.
 - cuDNN autotuning on CUDA: the shapes of a trial never change, so the one-off search pays.
-- `torch.compile` off unless asked: it fuses batch norm, ReLU and the attack's element-wise steps
-  (~1.6x on ResNet-20's attack passes on CPU) but costs ~30 s of compilation per trial and shape,
-  which short trials do not earn back.
+- `torch.compile` off unless asked: meant for GPUs, where small models are bound by kernel launches
+  (still to be measured). On CPU it made ResNet-20 PGD-10 training 9x slower end to end after ~50 s
+  of compiling, although it ran the attack passes alone 1.6x faster in a micro-benchmark.
 """
 
 from __future__ import annotations

@@ -109,8 +109,8 @@ class TrainSection(Section):
     # bf16, fp32 on CPU (no bf16 units on these CPUs: emulated bf16 is ~10x slower). Images and
     # perturbations stay fp32 either way, so the eps bound holds exactly (core/fastpath.py).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # torch.compile the model: fused kernels for small models whose cost is launch overhead, after
-    # ~30 s of compilation per trial; worth it for long trials only (BENCHMARKS.md).
+    # torch.compile the model: fused kernels for small models whose cost is GPU launch overhead. On
+    # CPU it ran ResNet-20 PGD-10 9x slower end to end after ~50 s of compiling (BENCHMARKS.md).
     compile: bool = False
 
 
