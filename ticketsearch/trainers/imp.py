@@ -78,7 +78,7 @@ class IMPTrainer:
         if data is None:
             d = config.data
             data = prepare_data(d.dataset, d.root, val_split=d.val_split, fraction=d.fraction,
-                                split_seed=d.split_seed, download=d.download)
+                                split_seed=d.split_seed, download=d.download, classes=d.classes)
         self.data = data.to(self.device)
         info = self.data.info
         # bf16 autocast on CUDA, channels-last, optional torch.compile: core/fastpath.py.
@@ -276,7 +276,7 @@ class IMPTrainer:
     def _new_model(self) -> nn.Module:
         m, info = self.config.model, self.data.info
         return create_model(m.arch, width=m.width, depth=m.depth, num_classes=info.num_classes,
-                            in_channels=info.channels, mean=info.mean, std=info.std)
+                            in_channels=info.channels, mean=info.mean, std=info.std, input_size=m.input_size)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         t = self.config.train
