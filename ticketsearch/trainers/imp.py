@@ -19,7 +19,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,8 @@ from ticketsearch.core.models import create_model
 from ticketsearch.core.pruning import Mask, MaskApplier, magnitude_prune, prunable_weights, random_mask_like
 from ticketsearch.core.schedule import lr_at
 from ticketsearch.spec import AttackConfig, TrialConfig
+from ticketsearch.trainers.base import EpochTrainer
+from ticketsearch.trainers.random_stream import RandomStream
 from ticketsearch.trainers.records import NAN, EpochRecord, convergence
 
 MEMORY_FORMAT = torch.channels_last  # 2.2x faster attack passes for ResNet-20 on these CPUs (PITFALLS.md)
@@ -64,7 +66,7 @@ class Diverged(Exception):
     """The training loss became NaN or infinite."""
 
 
-class IMPTrainer:
+class IMPTrainer(EpochTrainer):
     def __init__(
         self,
         config: TrialConfig,
@@ -86,11 +88,9 @@ class IMPTrainer:
         self.augmentation = Augmentation(info.crop_padding, info.flip) if config.data.augment else Augmentation(0, False)
         # The trial's own random stream: seeded here, swapped in around every epoch (next_record), so
         # trainers interleaved in one process stay reproducible and the caller's RNG is left alone.
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(config.train.seed)
+        self.random = RandomStream(config.train.seed, self.device)
+        with self.random.active():
             self.model = self._new_model().to(self.device, memory_format=self.fastpath.memory_format)
-            self.global_rng = torch.get_rng_state()
-            self.cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         # What the loops and attacks call: the model itself or its compiled wrapper (same parameters).
         self.forward = self.fastpath.forward_module(self.model)
         self.weights = prunable_weights(self.model, config.prune.exclude)
@@ -109,42 +109,16 @@ class IMPTrainer:
         self.guard_snapshot: dict[str, Any] | None = None
         self.optimizer = self._new_optimizer()
         self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval")
-        self._attacks: dict[AttackConfig, Any] = {}
         if state is not None:
             self.load_state_dict(state)
 
     # ---------------------------------------------------------------- driving
     @property
-    def done(self) -> bool:
-        return self.status != "running"
-
-    @property
     def phase(self) -> Phase:
         return self.phases[self.phase_index]
 
-    def __iter__(self) -> Iterator[EpochRecord]:
-        while not self.done:
-            yield self.next_record()
-
-    def next_record(self) -> EpochRecord:
-        """Train and evaluate one epoch of the current round; start the next round when it ends."""
-        if self.done:
-            raise StopIteration
-        outside_rng = torch.get_rng_state()
-        torch.set_rng_state(self.global_rng)
-        if self.cuda_rng is not None:
-            outside_cuda_rng = torch.cuda.get_rng_state(self.device)
-            torch.cuda.set_rng_state(self.cuda_rng, self.device)
-        try:
-            return self._next_record()
-        finally:
-            self.global_rng = torch.get_rng_state()
-            torch.set_rng_state(outside_rng)
-            if self.cuda_rng is not None:
-                self.cuda_rng = torch.cuda.get_rng_state(self.device)
-                torch.cuda.set_rng_state(outside_cuda_rng, self.device)
-
     def _next_record(self) -> EpochRecord:
+        """Train and evaluate one epoch of the current round; start the next round when it ends."""
         if self.epoch == 0 and self.step == 0:
             self._start_phase()
         phase, config = self.phase, self.config
@@ -283,11 +257,6 @@ class IMPTrainer:
         return torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
                                weight_decay=t.weight_decay, nesterov=t.nesterov and t.momentum > 0)
 
-    def _attack(self, regime: AttackConfig):
-        if regime not in self._attacks:
-            self._attacks[regime] = build_attack(self.forward, regime, self.data.info.num_classes, "attack")
-        return self._attacks[regime]
-
     # ---------------------------------------------------------------- results
     def summary(self) -> dict[str, Any]:
         """Trial-level numbers: status, final and best validation metrics, convergence, test split."""
@@ -328,12 +297,8 @@ class IMPTrainer:
             "position": {"phase_index": self.phase_index, "epoch": self.epoch, "step": self.step, "status": self.status},
             "records": [r.as_dict() for r in self.records],
             "test": dict(self.test),
-            "rng": {
-                "torch": self.global_rng,
-                "shuffle": self.shuffle.get_state(),
-                "augment": self.augment_rng.get_state(),
-                **({"cuda": self.cuda_rng} if self.cuda_rng is not None else {}),
-            },
+            "rng": {**self.random.state_dict(), "shuffle": self.shuffle.get_state(),
+                    "augment": self.augment_rng.get_state()},
             "guard": {"best": self.guard_best, "snapshot": self.guard_snapshot},
         }
 
@@ -353,11 +318,9 @@ class IMPTrainer:
         self.records = [EpochRecord.from_dict(r) for r in state["records"]]
         self.test = dict(state["test"])
         rng = state["rng"]
-        self.global_rng = rng["torch"]
+        self.random.load_state_dict(rng)
         self.shuffle.set_state(rng["shuffle"])
         self.augment_rng.set_state(rng["augment"])
-        if "cuda" in rng and self.device.type == "cuda":
-            self.cuda_rng = rng["cuda"]
         self.guard_best = state["guard"]["best"]
         self.guard_snapshot = state["guard"]["snapshot"]
 

@@ -27,7 +27,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,7 @@ from ticketsearch.core.schedule import lr_at
 from ticketsearch.errors import UserError
 from ticketsearch.spec import AttackConfig, TrialConfig
 from ticketsearch.spec.sections import DataSection, Schedule
+from ticketsearch.trainers.base import EpochTrainer
 from ticketsearch.trainers.random_stream import RandomStream
 from ticketsearch.trainers.records import NAN, EpochRecord
 from ticketsearch.trainers.shared_cache import shared_value
@@ -108,7 +109,7 @@ def double_win(ticket: dict[str, dict[str, float]], dense: dict[str, dict[str, f
     return margin >= 0, margin
 
 
-class TransferTrainer:
+class TransferTrainer(EpochTrainer):
     def __init__(
         self,
         config: TrialConfig,
@@ -160,31 +161,16 @@ class TransferTrainer:
         self.ticket_state: dict[str, Any] | None = None
         self.optimizer = self._new_optimizer(self.phase.lr)
         self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval")
-        self._attacks: dict[AttackConfig, Any] = {}
         if state is not None:
             self.load_state_dict(state)
 
     # ---------------------------------------------------------------- driving
     @property
-    def done(self) -> bool:
-        return self.status != "running"
-
-    @property
     def phase(self) -> FineTuning:
         return self.phases[min(self.phase_index, len(self.phases) - 1)]
 
-    def __iter__(self) -> Iterator[EpochRecord]:
-        while not self.done:
-            yield self.next_record()
-
-    def next_record(self) -> EpochRecord:
-        """Fine-tune and evaluate one epoch; at the end of the last regime, compare with dense."""
-        if self.done:
-            raise StopIteration
-        with self.random.active():
-            return self._next_record()
-
     def _next_record(self) -> EpochRecord:
+        """Fine-tune and evaluate one epoch; at the end of the last regime, compare with dense."""
         if self.epoch == 0 and self.step == 0:
             self.model.load_state_dict(self.init_state)
             self.optimizer = self._new_optimizer(self.phase.lr)
@@ -447,11 +433,6 @@ class TransferTrainer:
     def _new_optimizer(self, lr: float) -> torch.optim.Optimizer:
         t = self.config.train
         return _sgd(self.model, lr, t.momentum, t.weight_decay, t.nesterov)
-
-    def _attack(self, regime: AttackConfig):
-        if regime not in self._attacks:
-            self._attacks[regime] = build_attack(self.forward, regime, self.data.info.num_classes, "attack")
-        return self._attacks[regime]
 
     # ---------------------------------------------------------------- results
     def summary(self) -> dict[str, Any]:

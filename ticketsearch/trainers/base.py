@@ -1,0 +1,42 @@
+"""What every trainer shares: one epoch per `next_record()`, under the trial's own random stream.
+
+A trainer sets `status` ("running" until it ends), `random` (a `RandomStream`), `forward` (the module
+attacks call), `data` and implements `_next_record()`; this class gives it iteration, the random
+stream swapped in around every epoch, and one attack object per threat model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from ticketsearch.core.attacks import build_attack
+from ticketsearch.spec import AttackConfig
+from ticketsearch.trainers.records import EpochRecord
+
+
+class EpochTrainer:
+    status: str
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+    def __iter__(self) -> Iterator[EpochRecord]:
+        while not self.done:
+            yield self.next_record()
+
+    def next_record(self) -> EpochRecord:
+        """Train and evaluate one epoch (the trainer's `_next_record`) under the trial's random stream."""
+        if self.done:
+            raise StopIteration
+        with self.random.active():
+            return self._next_record()
+
+    def _next_record(self) -> EpochRecord:
+        raise NotImplementedError
+
+    def _attack(self, regime: AttackConfig) -> Any:
+        attacks = self.__dict__.setdefault("_attacks", {})
+        if regime not in attacks:
+            attacks[regime] = build_attack(self.forward, regime, self.data.info.num_classes, "attack")
+        return attacks[regime]
