@@ -32,6 +32,11 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
     # Ray sets OMP_NUM_THREADS=1 in trials: follow the CPUs the trial was given instead.
     torch.set_num_threads(max(1, int(config.resources.cpu)))
     device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+    if device == "cuda" and config.resources.gpu < 1:
+        # Ray's GPU fraction is bookkeeping only: cap this process's share of the GPU's memory so a
+        # trial that outgrows it fails with its own out-of-memory error instead of starving the trials
+        # it shares the GPU with.
+        torch.cuda.set_per_process_memory_fraction(config.resources.gpu)
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
