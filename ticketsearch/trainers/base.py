@@ -32,9 +32,6 @@ class EpochTrainer:
         with self.random.active():
             return self._next_record()
 
-    def _next_record(self) -> EpochRecord:
-        raise NotImplementedError
-
     def _attack(self, regime: AttackConfig) -> Any:
         attacks = self.__dict__.setdefault("_attacks", {})
         if regime not in attacks:
