@@ -10,8 +10,16 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ticketsearch.core.attacks import build_attack
+from ticketsearch.core.data import DataBundle, prepare_data
 from ticketsearch.spec import AttackConfig
+from ticketsearch.spec.sections import DataSection
 from ticketsearch.trainers.records import EpochRecord
+
+
+def load_task(data: DataSection) -> DataBundle:
+    """The train / validation / test tensors a data section describes."""
+    return prepare_data(data.dataset, data.root, val_split=data.val_split, fraction=data.fraction,
+                        split_seed=data.split_seed, download=data.download, classes=data.classes)
 
 
 class EpochTrainer:

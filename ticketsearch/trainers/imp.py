@@ -25,14 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from ticketsearch.core.attacks import build_attack, is_adversarial
-from ticketsearch.core.data import DataBundle, prepare_data
+from ticketsearch.core.data import DataBundle
 from ticketsearch.core.fastpath import resolve_fastpath
 from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
 from ticketsearch.core.models import create_model
 from ticketsearch.core.pruning import Mask, MaskApplier, magnitude_prune, prunable_weights, random_mask_like
 from ticketsearch.core.schedule import lr_at
 from ticketsearch.spec import AttackConfig, TrialConfig
-from ticketsearch.trainers.base import EpochTrainer
+from ticketsearch.trainers.base import EpochTrainer, load_task
 from ticketsearch.trainers.random_stream import RandomStream
 from ticketsearch.trainers.records import NAN, EpochRecord, convergence
 
@@ -77,11 +77,7 @@ class IMPTrainer(EpochTrainer):
     ):
         self.config = config
         self.device = torch.device(device)
-        if data is None:
-            d = config.data
-            data = prepare_data(d.dataset, d.root, val_split=d.val_split, fraction=d.fraction,
-                                split_seed=d.split_seed, download=d.download, classes=d.classes)
-        self.data = data.to(self.device)
+        self.data = (data if data is not None else load_task(config.data)).to(self.device)
         info = self.data.info
         # bf16 autocast on CUDA, channels-last, optional torch.compile: core/fastpath.py.
         self.fastpath = resolve_fastpath(config.train.precision, config.train.compile, self.device)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ticketsearch.core.attacks import build_attack
 from ticketsearch.core.checkpoint import load_tensors
-from ticketsearch.core.data import DataBundle, prepare_data
+from ticketsearch.core.data import DataBundle
 from ticketsearch.core.fastpath import FastPath, resolve_fastpath
 from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
 from ticketsearch.core.models import ImageClassifier, create_model
@@ -51,8 +51,8 @@ from ticketsearch.core.pruning import Mask, MaskApplier, magnitude_prune, prunab
 from ticketsearch.core.schedule import lr_at
 from ticketsearch.errors import UserError
 from ticketsearch.spec import AttackConfig, TrialConfig
-from ticketsearch.spec.sections import DataSection, Schedule
-from ticketsearch.trainers.base import EpochTrainer
+from ticketsearch.spec.sections import Schedule
+from ticketsearch.trainers.base import EpochTrainer, load_task
 from ticketsearch.trainers.random_stream import RandomStream
 from ticketsearch.trainers.records import NAN, EpochRecord
 from ticketsearch.trainers.shared_cache import shared_value
@@ -90,11 +90,6 @@ def summary_defaults(config: TrialConfig) -> dict[str, Any]:
     numbers = [f"{prefix}{regime}_{metric}" for prefix in ("", "dense_") for regime in regimes for metric in METRICS]
     return {"pretrained": "", "double_win": False, "double_win_split": "", "dense_reused": False,
             **dict.fromkeys(numbers + ["double_win_margin", "double_win_test_margin", "find_seconds"], NAN)}
-
-
-def load_task(data: DataSection) -> DataBundle:
-    return prepare_data(data.dataset, data.root, val_split=data.val_split, fraction=data.fraction,
-                        split_seed=data.split_seed, download=data.download, classes=data.classes)
 
 
 def double_win(ticket: dict[str, dict[str, float]], dense: dict[str, dict[str, float]], tolerance: float,
@@ -267,7 +262,7 @@ class TransferTrainer(EpochTrainer):
     # ---------------------------------------------------------------- building the ticket
     def _build_ticket(self) -> tuple[ImageClassifier, Mask, dict[str, Any]]:
         """(downstream model holding the pre-trained weights and a new classifier, mask, provenance)."""
-        config, transfer = self.config, self.config.transfer
+        config = self.config
         state, provenance = self._pretrained_weights()
         channels, source_classes = state_shape(state)
         if self.data.info.channels not in (1, channels):
