@@ -11,6 +11,7 @@ https://github.com/zalandoresearch/fashion-mnist (Fashion-MNIST).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torchvision.datasets as tvd
 from filelock import FileLock
 
 from ticketsearch.core.data.datasets import DATASETS, DatasetInfo, RawDataset
@@ -36,22 +36,29 @@ DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
 # real format but other content (the small sets our tests write, a re-packed copy) is reported as
 # "not found or corrupted". These subclasses only check that the files exist; torchvision's download
 # still verifies the md5 of what it downloads, and `_checked` below validates shapes and labels.
-class _CIFAR10(tvd.CIFAR10):
-    def _check_integrity(self) -> bool:
-        names = [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, n)) for n in names)
+# They are built on first use: importing torchvision costs about 5 s (it pulls in torch._dynamo),
+# paid by every trial process otherwise, even one that trains on digits.
+@functools.cache
+def _classes() -> dict[str, type]:
+    import torchvision.datasets as tvd
 
-    def _load_meta(self) -> None:  # only class names, which we do not use; skip its md5 check
+    class CIFAR10(tvd.CIFAR10):
+        def _check_integrity(self) -> bool:
+            names = [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+            return all(os.path.isfile(os.path.join(self.root, self.base_folder, n)) for n in names)
+
+        def _load_meta(self) -> None:  # only class names, which we do not use; skip its md5 check
+            pass
+
+    class CIFAR100(CIFAR10, tvd.CIFAR100):
         pass
 
+    class SVHN(tvd.SVHN):
+        def _check_integrity(self) -> bool:
+            return os.path.isfile(os.path.join(self.root, self.filename))
 
-class _CIFAR100(_CIFAR10, tvd.CIFAR100):
-    pass
-
-
-class _SVHN(tvd.SVHN):
-    def _check_integrity(self) -> bool:
-        return os.path.isfile(os.path.join(self.root, self.filename))
+    return {"CIFAR10": CIFAR10, "CIFAR100": CIFAR100, "SVHN": SVHN,
+            "MNIST": tvd.MNIST, "FashionMNIST": tvd.FashionMNIST}
 
 
 # MNIST and Fashion-MNIST need no subclass: they check only that the raw files exist (and the folder
@@ -165,7 +172,7 @@ _register(TorchvisionSource(
                      crop_padding=4, flip=True),
     public_class="CIFAR10",
     layout="NHWC",
-    make=lambda root, train, download: _CIFAR10(root, train=train, download=download),
+    make=lambda root, train, download: _classes()["CIFAR10"](root, train=train, download=download),
     files=tuple(f"cifar-10-batches-py/{n}" for n in
                 ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
                  "test_batch", "batches.meta"]),
@@ -176,7 +183,7 @@ _register(TorchvisionSource(
                      crop_padding=4, flip=True),
     public_class="CIFAR100",
     layout="NHWC",
-    make=lambda root, train, download: _CIFAR100(root, train=train, download=download),
+    make=lambda root, train, download: _classes()["CIFAR100"](root, train=train, download=download),
     files=("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
     copy_hint="the folder cifar-100-python/",
 ))
@@ -186,8 +193,8 @@ _register(TorchvisionSource(
                      crop_padding=4, flip=False),
     public_class="SVHN",
     layout="NCHW",
-    make=lambda root, train, download: _SVHN(root, split="train" if train else "test",
-                                             download=download),
+    make=lambda root, train, download: _classes()["SVHN"](root, split="train" if train else "test",
+                                                         download=download),
     files=("train_32x32.mat", "test_32x32.mat"),
     copy_hint="train_32x32.mat and test_32x32.mat",
 ))
@@ -197,7 +204,7 @@ _register(TorchvisionSource(
     info=DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,)),
     public_class="MNIST",
     layout="NHW",
-    make=lambda root, train, download: tvd.MNIST(root, train=train, download=download),
+    make=lambda root, train, download: _classes()["MNIST"](root, train=train, download=download),
     files=tuple(f"MNIST/raw/{n}" for n in _MNIST_FILES),
     copy_hint="the folder MNIST/raw/ (unzipped idx files)",
 ))
@@ -206,7 +213,7 @@ _register(TorchvisionSource(
     info=DatasetInfo("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,)),
     public_class="FashionMNIST",
     layout="NHW",
-    make=lambda root, train, download: tvd.FashionMNIST(root, train=train, download=download),
+    make=lambda root, train, download: _classes()["FashionMNIST"](root, train=train, download=download),
     files=tuple(f"FashionMNIST/raw/{n}" for n in _MNIST_FILES),
     copy_hint="the folder FashionMNIST/raw/ (unzipped idx files)",
 ))

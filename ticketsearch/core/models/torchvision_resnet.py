@@ -9,9 +9,10 @@ weights exist only at width 1.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ticketsearch.core.models import MODELS
 from ticketsearch.core.models.layers import reject_depth
@@ -22,22 +23,31 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageNetResNet(ResNet):
-    """torchvision's ResNet with its last layer named `classifier` (torchvision's `fc`)."""
+@functools.cache
+def _imagenet_resnet() -> tuple[type, type, type]:
+    """(ImageNetResNet, BasicBlock, Bottleneck), built on first use: importing torchvision costs about
+    5 s (it pulls in torch._dynamo), which every trial process would otherwise pay."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-    def __init__(self, block, layers: list[int], num_classes: int, in_channels: int):
-        super().__init__(block, layers, num_classes=num_classes)
-        self.classifier = self.fc
-        del self.fc
-        if in_channels != 3:
-            old = self.conv1
-            self.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
-            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+    class ImageNetResNet(ResNet):
+        """torchvision's ResNet with its last layer named `classifier` (torchvision's `fc`)."""
 
-    def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
+        def __init__(self, block, layers: list[int], num_classes: int, in_channels: int):
+            super().__init__(block, layers, num_classes=num_classes)
+            self.classifier = self.fc
+            del self.fc
+            if in_channels != 3:
+                old = self.conv1
+                self.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                                       bias=False)
+                nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+
+        def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+    return ImageNetResNet, BasicBlock, Bottleneck
 
 
 def _check(name: str, width: float, depth: int | None) -> None:
@@ -49,10 +59,12 @@ def _check(name: str, width: float, depth: int | None) -> None:
 @MODELS.register("resnet18")
 def imagenet_resnet18(*, width: float, num_classes: int, in_channels: int, depth: int | None) -> nn.Module:
     _check("resnet18", width, depth)
-    return ImageNetResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels)
+    resnet, basic_block, _ = _imagenet_resnet()
+    return resnet(basic_block, [2, 2, 2, 2], num_classes, in_channels)
 
 
 @MODELS.register("resnet50")
 def imagenet_resnet50(*, width: float, num_classes: int, in_channels: int, depth: int | None) -> nn.Module:
     _check("resnet50", width, depth)
-    return ImageNetResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels)
+    resnet, _, bottleneck = _imagenet_resnet()
+    return resnet(bottleneck, [3, 4, 6, 3], num_classes, in_channels)
