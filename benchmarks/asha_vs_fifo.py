@@ -1,15 +1,16 @@
 """ASHA against FIFO on the same sampled configs, and the share of wall time spent in epochs.
 
-Runs `searches/quickstart.yaml` twice in one process on the embedded Ray, with
-`search.algorithm=random` and the same search seed for both (Optuna's TPE adapts to results, so it
-would sample differently under the two schedulers), once with ASHA and once with FIFO. Prints the total
-trial-epochs each spent, the best final validation robust accuracy of a finished ticket found by
-each, and, for the ASHA run, the share of (wall time x concurrent trials) spent inside trial epochs
-(training, and training plus the per-epoch evaluation). Targets (issue 3): ASHA at most 40% of FIFO's
-trial-epochs with its best within 2 points of FIFO's; at least 80% of wall time inside epochs with 2
-concurrent trials on 2 CPUs.
+For each search seed, runs `searches/quickstart.yaml` twice in one process on the embedded Ray, with
+`search.algorithm=random` and that seed for both (Optuna's TPE adapts to results, so it would sample
+differently under the two schedulers), once with ASHA and once with FIFO. Prints, per seed and pooled
+over seeds, the total trial-epochs each spent, the best final validation robust accuracy of a finished
+ticket found by each, and the share of (wall time x concurrent trials) spent inside trial epochs
+(training, and training plus the per-epoch evaluation). Several seeds because ASHA's saving depends on
+the order the configs arrive in: its first trials at a rung pass with nothing to compare against.
+Targets (issue 3): ASHA at most 40% of FIFO's trial-epochs with its best within 2 points of FIFO's;
+at least 80% of wall time inside epochs with 2 concurrent trials on 2 CPUs.
 
-    python3 -m uv run python benchmarks/asha_vs_fifo.py [--spec searches/quickstart.yaml]
+    python3 -m uv run python benchmarks/asha_vs_fifo.py [--spec searches/quickstart.yaml] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -48,27 +49,48 @@ def one_search(spec_path: str, scheduler: dict, out: Path, extra: dict) -> dict:
     }
 
 
+def compare(spec_path: str, asha: dict, seed: int, directory: Path) -> dict:
+    extra = {"search.seed": seed}
+    results = {
+        "asha": one_search(spec_path, {"asha": asha}, directory / f"asha-{seed}", extra),
+        "fifo": one_search(spec_path, "fifo", directory / f"fifo-{seed}", extra),
+    }
+    same_configs = results["asha"].pop("configs") == results["fifo"].pop("configs")
+    a, f = results["asha"], results["fifo"]
+    return {
+        **results,
+        "same_sampled_configs": same_configs,
+        "asha_epochs_over_fifo": round(a["trial_epochs"] / f["trial_epochs"], 3),
+        "best_gap_points": round(100 * (f["best_final_ticket_val_robust_acc"] - a["best_final_ticket_val_robust_acc"]), 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="searches/quickstart.yaml")
+    parser.add_argument("--seeds", default="0,1,2", help="search seeds, comma-separated")
     args = parser.parse_args()
     spec = load_spec(args.spec)
     asha = spec.default_trial.search.scheduler
     if asha.kind != "asha":
         raise SystemExit(f"{args.spec}: search.scheduler must be asha for this comparison")
+    seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as directory:
-        results = {
-            "asha": one_search(args.spec, {"asha": asha.model_dump(exclude={"kind"})}, Path(directory) / "asha", {}),
-            "fifo": one_search(args.spec, "fifo", Path(directory) / "fifo", {}),
-        }
-    same_configs = results["asha"].pop("configs") == results["fifo"].pop("configs")
-    a, f = results["asha"], results["fifo"]
-    print(json.dumps({
-        **results,
-        "same_sampled_configs": same_configs,
-        "asha_epochs_over_fifo": round(a["trial_epochs"] / f["trial_epochs"], 3),
-        "best_gap_points": round(100 * (f["best_final_ticket_val_robust_acc"] - a["best_final_ticket_val_robust_acc"]), 2),
-    }, indent=2))
+        per_seed = {seed: compare(args.spec, asha.model_dump(exclude={"kind"}), seed, Path(directory)) for seed in seeds}
+    pooled = {
+        "asha_epochs_over_fifo": round(sum(r["asha"]["trial_epochs"] for r in per_seed.values())
+                                       / sum(r["fifo"]["trial_epochs"] for r in per_seed.values()), 3),
+        "worst_best_gap_points": max(r["best_gap_points"] for r in per_seed.values()),
+        "same_sampled_configs": all(r["same_sampled_configs"] for r in per_seed.values()),
+    }
+    for scheduler in ("asha", "fifo"):
+        slot_seconds = sum(r[scheduler]["wall_seconds"] * spec.default_trial.search.max_concurrent
+                           for r in per_seed.values())
+        for share in ("share_in_training", "share_in_epochs_with_eval"):
+            inside = sum(r[scheduler][share] * r[scheduler]["wall_seconds"] * spec.default_trial.search.max_concurrent
+                         for r in per_seed.values())
+            pooled[f"{scheduler}_{share}"] = round(inside / slot_seconds, 3)
+    print(json.dumps({"per_seed": per_seed, "pooled": pooled}, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import pytest
 
 from ticketsearch.errors import UserError
 from ticketsearch.search.driver import _saved_storage, run_search
-from ticketsearch.search.preflight import probe_node, resolve_storage
+from ticketsearch.search.preflight import data_sets, probe_node, resolve_storage
 from ticketsearch.spec import load_spec
 
 from fake_datasets import write_mnist
@@ -136,6 +136,15 @@ def test_preflight_names_storage_a_node_cannot_read(tmp_path):
         resolve_storage("ftp://host/x", tmp_path)
     assert resolve_storage("s3://bucket/searches/", tmp_path) == "s3://bucket/searches"
     assert resolve_storage(None, tmp_path) == str(tmp_path / "ray")
+
+
+def test_preflight_checks_every_data_set_a_trial_can_read():
+    # The double-win search reads three downstream data sets over a grid and pre-trains on none (one-shot
+    # tickets of ImageNet weights); the digits one pre-trains on a source task, which nodes need too.
+    assert [d for d, _, _ in data_sets(load_spec("searches/cifar-double-win-resnet50.yaml"))] == [
+        "cifar10", "cifar100", "svhn"]
+    spec = load_spec("searches/digits-double-win.yaml", {"transfer.source.root": "/srv/source-data"})
+    assert ("digits", "/srv/source-data", spec.default_trial.transfer.source.download) in data_sets(spec)
 
 
 def test_a_trial_out_of_gpu_memory_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):

@@ -91,10 +91,13 @@ def check_cluster(ray, storage: str, spec: Spec, timeout_s: float = CHECK_TIMEOU
 
 def data_sets(spec: Spec) -> list[tuple[str, str, bool]]:
     """(dataset, root, download) of every trial the search can sample: the defaults and each edge of a
-    `data.*` distribution (a search over data sets, or over roots)."""
+    `data.*` or `transfer.source.*` distribution (a search over data sets, or over roots), with a
+    transfer trial's source task beside its downstream one."""
     trials = [spec.default_trial] + [spec.trial({path: edge}) for path, d in spec.space.items()
-                                     if path.startswith("data.") for edge in d.extremes()]
-    return sorted({(t.data.dataset, t.data.root, t.data.download) for t in trials})
+                                     if path.startswith(("data.", "transfer.source.")) for edge in d.extremes()]
+    sections = [t.data for t in trials] + [t.transfer.source for t in trials
+                                           if t.transfer is not None and t.transfer.source is not None]
+    return sorted({(d.dataset, d.root, d.download) for d in sections})
 
 
 def prepare_data_sets(spec: Spec) -> list[str]:
