@@ -36,8 +36,8 @@ DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
 # real format but other content (the small sets our tests write, a re-packed copy) is reported as
 # "not found or corrupted". These subclasses only check that the files exist; torchvision's download
 # still verifies the md5 of what it downloads, and `_checked` below validates shapes and labels.
-# They are built on first use: importing torchvision costs about 5 s (it pulls in torch._dynamo),
-# paid by every trial process otherwise, even one that trains on digits.
+# They are built on first use, so a trial on digits never imports torchvision (measured: 0.3 s per
+# process with bytecode installed; more without).
 @functools.cache
 def _classes() -> dict[str, type]:
     import torchvision.datasets as tvd

@@ -25,8 +25,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @functools.cache
 def _imagenet_resnet() -> tuple[type, type, type]:
-    """(ImageNetResNet, BasicBlock, Bottleneck), built on first use: importing torchvision costs about
-    5 s (it pulls in torch._dynamo), which every trial process would otherwise pay."""
+    """(ImageNetResNet, BasicBlock, Bottleneck), built on first use so that trials of other models never
+    import torchvision (see `core.data.torchvision_sets`)."""
     from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
     class ImageNetResNet(ResNet):
