@@ -15,7 +15,6 @@ continues with the same records as an uninterrupted run on CPU.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ticketsearch.core.attacks import build_attack, is_adversarial
+from ticketsearch.core.attacks import build_attack
 from ticketsearch.core.data import DataBundle
 from ticketsearch.core.fastpath import resolve_fastpath
 from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
@@ -33,6 +32,7 @@ from ticketsearch.core.pruning import Mask, MaskApplier, magnitude_prune, prunab
 from ticketsearch.core.schedule import lr_at
 from ticketsearch.spec import AttackConfig, TrialConfig
 from ticketsearch.trainers.base import EpochTrainer, load_task
+from ticketsearch.trainers.guard import OverfittingGuard
 from ticketsearch.trainers.random_stream import RandomStream
 from ticketsearch.trainers.records import NAN, EpochRecord, convergence
 
@@ -101,8 +101,7 @@ class IMPTrainer(EpochTrainer):
         self.status = "running"
         self.shuffle = torch.Generator().manual_seed(config.train.seed)
         self.augment_rng = torch.Generator(device=self.device).manual_seed(config.train.seed + 1)
-        self.guard_best = -math.inf
-        self.guard_snapshot: dict[str, Any] | None = None
+        self.guard = OverfittingGuard(config.attack.guard, config.attack.eval)
         self.optimizer = self._new_optimizer()
         self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval")
         if state is not None:
@@ -140,7 +139,10 @@ class IMPTrainer(EpochTrainer):
             self.status = "diverged"
             return self._record(result, NAN, NAN, 0.0, NAN, False, "")
         start = time.perf_counter()  # the guard's PGD check counts as evaluation time
-        guard_acc, fired, action = self._guard(phase)
+        guard_acc, fired, action = self.guard.after_epoch(
+            phase.regime, model=self.model, optimizer=self.optimizer, forward=self.forward,
+            attack=self._attack(self.guard.check), images=self.data.train_x, labels=self.data.train_y,
+            fastpath=self.fastpath)
         n = min(config.train.eval_examples, self.data.val_x.shape[0])
         accuracy = evaluate(self.forward, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
                             batch_size=config.train.eval_batch_size, fastpath=self.fastpath)
@@ -180,7 +182,7 @@ class IMPTrainer(EpochTrainer):
             self.model.load_state_dict(self.init_state)
         self.apply_mask()
         self.optimizer = self._new_optimizer()
-        self.guard_best, self.guard_snapshot = -math.inf, None
+        self.guard.reset()
 
     def _end_phase(self) -> None:
         phase = self.phase
@@ -220,27 +222,6 @@ class IMPTrainer(EpochTrainer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.train.seed + 7919 * round_)
             return self._new_model().state_dict()
-
-    # ---------------------------------------------------------------- guard
-    def _guard(self, phase: Phase) -> tuple[float, bool, str]:
-        """Catastrophic-overfitting check (Wong et al. 2020): PGD accuracy on a fixed training batch."""
-        guard = self.config.attack.guard
-        enabled = guard.enabled == "on" or (guard.enabled == "auto" and phase.regime.kind == "fgsm")
-        if not enabled or not is_adversarial(phase.regime):
-            return NAN, False, ""
-        check = self.config.attack.eval.model_copy(update={"kind": "pgd", "steps": guard.steps, "alpha": None})
-        x, y = self.data.train_x[: guard.examples], self.data.train_y[: guard.examples]
-        accuracy = evaluate(self.forward, x, y, self._attack(check), batch_size=guard.examples,
-                            fastpath=self.fastpath).robust
-        fired = accuracy < self.guard_best - guard.drop
-        if fired and guard.action == "rollback" and self.guard_snapshot is not None:
-            self.model.load_state_dict(self.guard_snapshot["model"])
-            self.optimizer.load_state_dict(self.guard_snapshot["optimizer"])
-        if not fired:
-            self.guard_best = max(self.guard_best, accuracy)
-            if guard.action == "rollback":
-                self.guard_snapshot = {"model": _snapshot(self.model), "optimizer": copy.deepcopy(self.optimizer.state_dict())}
-        return accuracy, fired, guard.action if fired else ""
 
     # ---------------------------------------------------------------- pieces
     def _new_model(self) -> nn.Module:
@@ -295,7 +276,7 @@ class IMPTrainer(EpochTrainer):
             "test": dict(self.test),
             "rng": {**self.random.state_dict(), "shuffle": self.shuffle.get_state(),
                     "augment": self.augment_rng.get_state()},
-            "guard": {"best": self.guard_best, "snapshot": self.guard_snapshot},
+            "guard": self.guard.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -317,8 +298,7 @@ class IMPTrainer(EpochTrainer):
         self.random.load_state_dict(rng)
         self.shuffle.set_state(rng["shuffle"])
         self.augment_rng.set_state(rng["augment"])
-        self.guard_best = state["guard"]["best"]
-        self.guard_snapshot = state["guard"]["snapshot"]
+        self.guard.load_state_dict(state["guard"])
 
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:

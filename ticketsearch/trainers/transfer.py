@@ -53,6 +53,7 @@ from ticketsearch.errors import UserError
 from ticketsearch.spec import AttackConfig, TrialConfig
 from ticketsearch.spec.sections import Schedule
 from ticketsearch.trainers.base import EpochTrainer, load_task
+from ticketsearch.trainers.guard import OverfittingGuard
 from ticketsearch.trainers.random_stream import RandomStream
 from ticketsearch.trainers.records import NAN, EpochRecord
 from ticketsearch.trainers.shared_cache import shared_value
@@ -156,6 +157,8 @@ class TransferTrainer(EpochTrainer):
         self.ticket_state: dict[str, Any] | None = None
         self.optimizer = self._new_optimizer(self.phase.lr)
         self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval")
+        # FGSM fine-tuning can collapse as FGSM training does; the dense baseline is guarded alike.
+        self.guard = OverfittingGuard(config.attack.guard, config.attack.eval)
         if state is not None:
             self.load_state_dict(state)
 
@@ -169,6 +172,7 @@ class TransferTrainer(EpochTrainer):
         if self.epoch == 0 and self.step == 0:
             self.model.load_state_dict(self.init_state)
             self.optimizer = self._new_optimizer(self.phase.lr)
+            self.guard.reset()
         phase, train = self.phase, self.config.train
         steps_per_epoch = batches_per_epoch(self.data.train_x.shape[0], train.batch_size)
         result = train_epoch(
@@ -184,16 +188,22 @@ class TransferTrainer(EpochTrainer):
         if not math.isfinite(result.loss):
             self.status = "diverged"
             return self._record(result, NAN, NAN, 0.0)
-        start = time.perf_counter()
+        start = time.perf_counter()  # the guard's PGD check counts as evaluation time
+        guard_acc, fired, action = self.guard.after_epoch(
+            phase.regime, model=self.model, optimizer=self.optimizer, forward=self.forward,
+            attack=self._attack(self.guard.check), images=self.data.train_x, labels=self.data.train_y,
+            fastpath=self.fastpath)
         n = min(train.eval_examples, self.data.val_x.shape[0])
         accuracy = evaluate(self.forward, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
                             batch_size=train.eval_batch_size, fastpath=self.fastpath)
-        record = self._record(result, accuracy.clean, accuracy.robust, time.perf_counter() - start)
-        if self.epoch >= train.epochs:
+        record = self._record(result, accuracy.clean, accuracy.robust, time.perf_counter() - start,
+                              (guard_acc, fired, action))
+        if self.epoch >= train.epochs or (fired and action != "record"):
             self._end_phase(record)
         return record
 
-    def _record(self, result, clean: float, robust: float, eval_seconds: float) -> EpochRecord:
+    def _record(self, result, clean: float, robust: float, eval_seconds: float,
+                guard: tuple[float, bool, str] = (NAN, False, "")) -> EpochRecord:
         phase = self.phase
         this_phase = [r.val_robust_acc for r in self.records if r.phase == phase.name]
         record = EpochRecord(
@@ -203,7 +213,7 @@ class TransferTrainer(EpochTrainer):
             val_robust_acc=robust, robust_auc=sum(this_phase + [robust]) / (len(this_phase) + 1),
             epoch_seconds=result.seconds, eval_seconds=eval_seconds,
             examples_per_second=result.examples / result.seconds if result.seconds > 0 else NAN,
-            guard_robust_acc=NAN, guard_fired=False, guard_action="",
+            guard_robust_acc=guard[0], guard_fired=guard[1], guard_action=guard[2],
         )
         self.records.append(record)
         return record
@@ -446,7 +456,7 @@ class TransferTrainer(EpochTrainer):
             "final_val_robust_acc": last.val_robust_acc if last else NAN,
             "best_val_robust_acc": max((r.val_robust_acc for r in this_phase), default=NAN),
             "robust_auc": last.robust_auc if last else NAN,
-            "guard_fired": False,
+            "guard_fired": any(r.guard_fired for r in self.records),
             **{k: v for k, v in self.provenance.items() if k != "ticket_round"},
         }
         for regime, numbers in self.results.items():
@@ -483,6 +493,7 @@ class TransferTrainer(EpochTrainer):
             "dense_results": self.dense_results,
             "provenance": self.provenance,
             "rng": {**self.random.state_dict(), "shuffle": self.shuffle.get_state(), "augment": self.augment_rng.get_state()},
+            "guard": self.guard.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -497,6 +508,7 @@ class TransferTrainer(EpochTrainer):
         self.records = [EpochRecord.from_dict(r) for r in state["records"]]
         self.results = {k: dict(v) for k, v in state["results"].items()}
         self.dense_results = {k: dict(v) for k, v in state["dense_results"].items()}
+        self.guard.load_state_dict(state["guard"])
         rng = state["rng"]
         self.random.load_state_dict(rng)
         self.shuffle.set_state(rng["shuffle"])
