@@ -12,6 +12,7 @@ import torch
 from ticketsearch.cli import main
 from ticketsearch.errors import UserError
 from ticketsearch.search.driver import run_search
+from ticketsearch.search.results_callback import ResultsCallback
 from ticketsearch.search.space import make_searcher, param_space
 from ticketsearch.spec import load_spec
 from ticketsearch.trainers import create_trainer
@@ -79,7 +80,9 @@ def test_driver_killed_mid_search_resumes_with_every_epoch_once(tmp_path):
     out = tmp_path / "out"
     process = start_search(spec_path, out)
     try:
-        wait_for(lambda: epochs_recorded(out) >= 3, 180, "the first epochs")
+        # Killed as a third trial reports its first epoch: usually after Tune's last save of its
+        # experiment state (every 10 s at most), so the resume meets a trial Tune has lost as well.
+        wait_for(lambda: trials_recorded(out) >= 3, 180, "a third trial")
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # power loss: driver and its embedded Ray
         process.wait()
@@ -88,13 +91,39 @@ def test_driver_killed_mid_search_resumes_with_every_epoch_once(tmp_path):
     trials = pd.read_parquet(out / "trials.parquet")
     assert len(trials) == 5 and set(trials["status"]) <= {"completed", "early-stopped"}
     epochs = assert_each_epoch_once(out)
-    # what was recorded before the kill is still there, unchanged or re-reported identically
-    merged = before.merge(epochs, on=["trial_id", "global_epoch"], suffixes=("_before", ""))
-    assert len(merged) == len(before)
+    # What was recorded before the kill is still there, unchanged or re-reported identically, except the
+    # records of trials Tune lost: those are set aside (their configs ran again under new ids).
+    lost = {path.stem for path in (out / "superseded" / "epochs").glob("*.parquet")}
+    assert set(before["trial_id"]) - set(epochs["trial_id"]) == lost and not lost & set(trials["trial_id"])
+    kept = before[~before["trial_id"].isin(lost)]
+    merged = kept.merge(epochs, on=["trial_id", "global_epoch"], suffixes=("_before", ""))
+    assert len(merged) == len(kept)
     assert (merged["sparsity_before"] == merged["sparsity"]).all()
     # a different spec may not resume this search
     other = search_spec(tmp_path, "other.yaml", **{"train.epochs": 3})
     assert main(["run", str(other), "--out", str(out), "--resume"]) == 2
+
+
+def trials_recorded(out) -> int:
+    return len(list((out / "epochs").glob("*.parquet"))) if (out / "epochs").is_dir() else 0
+
+
+def test_results_of_trials_tune_lost_are_set_aside(tmp_path):
+    spec = load_spec(search_spec(tmp_path))
+    callback = ResultsCallback(tmp_path / "out", spec)
+    for trial_id in ("kept", "lost"):
+        (tmp_path / "out" / "epochs").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"global_epoch": [1]}).to_parquet(tmp_path / "out" / "epochs" / f"{trial_id}.parquet")
+        (tmp_path / "out" / "tensorboard" / trial_id).mkdir(parents=True)
+        callback.trials[trial_id] = {"trial_id": trial_id, "status": "running", "ticket_dir": ""}
+    callback.trials.pop("lost")  # killed after writing its epochs, before its row
+    callback.epochs["lost"] = {}
+    callback.on_experiment_end(trials=[type("Trial", (), {"trial_id": "kept"})()])
+    assert list(pd.read_parquet(tmp_path / "out" / "trials.parquet")["trial_id"]) == ["kept"]
+    assert [p.name for p in (tmp_path / "out" / "epochs").iterdir()] == ["kept.parquet"]
+    assert (tmp_path / "out" / "superseded" / "epochs" / "lost.parquet").is_file()
+    assert (tmp_path / "out" / "superseded" / "tensorboard" / "lost").is_dir()
+    assert not (tmp_path / "out" / "tensorboard" / "lost").exists()
 
 
 def test_trial_killed_mid_epoch_continues_from_its_checkpoint(tmp_path):

@@ -92,7 +92,29 @@ class ResultsCallback(tune.Callback):
     def on_experiment_end(self, trials, **info):
         for trial_id in list(self.writers):
             self._close(trial_id)
+        self._set_aside_lost({trial.trial_id for trial in trials})
         self._save_trials()
+
+    def _set_aside_lost(self, known: set[str]) -> None:
+        """Move out of the results the trials Tune no longer knows after a resume.
+
+        Tune saves its experiment state at most every 10 s, so a driver killed between two saves loses
+        the trials it started since the last one; the resumed search samples their configs again under
+        new trial ids. Their records would otherwise stay beside the re-runs, as trials "running" for
+        ever or as a config counted twice. They move to `superseded/` (epochs and TensorBoard runs), not
+        deleted; a kept ticket of theirs is dropped.
+        """
+        # A driver killed between writing a trial's epochs and its row leaves epochs with no row.
+        for trial_id in sorted((set(self.trials) | set(self.epochs)) - known):
+            row = self.trials.pop(trial_id, {})
+            self.epochs.pop(trial_id, None)
+            for kind, name in (("epochs", f"{trial_id}.parquet"), ("tensorboard", trial_id)):
+                source = self.out / kind / name
+                if source.exists():
+                    (self.out / "superseded" / kind).mkdir(parents=True, exist_ok=True)
+                    source.rename(self.out / "superseded" / kind / name)
+            if row.get("ticket_dir"):
+                shutil.rmtree(row["ticket_dir"], ignore_errors=True)
 
     # ---------------------------------------------------------------- tickets
     def _keep_ticket(self, trial, row: dict[str, Any]) -> None:
