@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 import torch
-import torchattacks
 from torch import Tensor, nn
 
 from ticketsearch.registry import Registry
@@ -35,6 +34,8 @@ def natural(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb
 @ATTACKS.register("fgsm")
 def fgsm_random_start(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
     """FGSM from a uniform random start in the eps-ball, step alpha (Wong, Rice & Kolter 2020)."""
+    import torchattacks  # on first use: it imports scipy.stats, which a search driver never needs
+
     if not config.random_start:
         return torchattacks.FGSM(model, eps=config.eps)
     return torchattacks.FFGSM(model, eps=config.eps, alpha=config.step_size)
@@ -43,6 +44,8 @@ def fgsm_random_start(model: nn.Module, config: AttackConfig, num_classes: int) 
 @ATTACKS.register("pgd")
 def pgd(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
     """L-inf PGD with `steps` steps of size alpha, optionally from a random start (Madry et al. 2018)."""
+    import torchattacks
+
     return torchattacks.PGD(
         model, eps=config.eps, alpha=config.step_size, steps=config.steps, random_start=config.random_start
     )
@@ -51,6 +54,8 @@ def pgd(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
 @ATTACKS.register("autoattack")
 def autoattack(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
     """AutoAttack, standard version (Croce & Hein 2020): APGD-CE, APGD-T, FAB-T, Square. Evaluation only."""
+    import torchattacks
+
     return torchattacks.AutoAttack(model, norm="Linf", eps=config.eps, version="standard", n_classes=num_classes, seed=0)
 
 

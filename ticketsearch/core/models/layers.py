@@ -75,6 +75,10 @@ def init_weights(model: nn.Module) -> None:
     Linear layers keep `nn.Linear.reset_parameters` (uniform, bound 1/sqrt(fan_in)), the usual
     choice in the CIFAR reference implementations.
     """
+    if any(p.is_meta for p in model.parameters()):
+        # A shape-only build (`check_config`): nothing to initialise, and normal_ on the meta device
+        # imports torch._dynamo (2 s of the search driver's start, measured).
+        return
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
