@@ -52,7 +52,6 @@ def data(examples: int, seed: int):
 
 
 def run_reference(args, queue) -> None:
-    import torchattacks
     import torchvision.transforms as T
     from PIL import Image
     from torch.nn.utils import prune

@@ -26,10 +26,13 @@ def test_the_guard_rolls_back_to_the_last_epoch_that_passed():
         pass
     model, data = trainer.model, trainer.data
     guard = OverfittingGuard(GuardSection(examples=128, drop=0.2, action="rollback"), AttackConfig(kind="pgd", eps=0.1))
-    check = dict(model=model, optimizer=trainer.optimizer, forward=trainer.forward, attack=lambda x, y: x,
+    asked = []
+    check = dict(model=model, optimizer=trainer.optimizer, forward=trainer.forward,
+                 attack_for=lambda config: asked.append(config) or (lambda x, y: x),
                  images=data.train_x, labels=data.train_y, fastpath=FastPath("cpu"))
     accuracy, fired, action = guard.after_epoch(FGSM, **check)
     assert accuracy > 0.6 and not fired and action == ""
+    assert asked == [AttackConfig(kind="pgd", eps=0.1, steps=10)]  # attack.eval's threat model, guard's steps
     passed = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         model.classifier.weight.zero_()

@@ -6,8 +6,9 @@ import torch
 from ticketsearch.core.checkpoint import load_state, save_state
 from ticketsearch.core.data import prepare_data
 from ticketsearch.errors import UserError
-from ticketsearch.trainers import IMPTrainer, convergence, create_trainer
+from ticketsearch.trainers import convergence, create_trainer
 from ticketsearch.trainers.imp import plan_phases
+from ticketsearch.trainers.records import objective_value
 
 from tiny import tiny_config
 
@@ -60,6 +61,11 @@ def test_find_regime_differs_adds_the_dense_baseline_under_the_final_regime(digi
     assert summary["target_robust_acc"] == records[-1].val_robust_acc
     assert summary["final_sparsity"] == pytest.approx(0.5, abs=1e-3)  # the ticket's, not the baseline's
     assert convergence(records)["find_seconds"] == records[0].epoch_seconds
+    # The objective (`run` and `train` alike) follows the ticket while the baseline trains after it.
+    for metric in ("robust_auc", "val_robust_acc", "train_loss"):
+        assert objective_value(metric, records, summary) == getattr(records[1], metric)
+    assert objective_value("speedup", records, summary) == summary["speedup"]
+    assert math.isnan(objective_value("speedup", records, None))  # trial-level: unknown while it runs
 
 
 def test_rewinding_restores_exact_surviving_values(digits):

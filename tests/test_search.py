@@ -6,11 +6,9 @@ import signal
 import socket
 
 import pandas as pd
-import pytest
 import torch
 
 from ticketsearch.cli import main
-from ticketsearch.errors import UserError
 from ticketsearch.search.driver import run_search
 from ticketsearch.search.results_callback import ResultsCallback
 from ticketsearch.search.space import make_searcher, param_space

@@ -23,6 +23,7 @@ from ticketsearch.results.tensorboard import TrialWriter
 from ticketsearch.results.tickets import write_ticket
 from ticketsearch.spec import TrialConfig
 from ticketsearch.trainers import EpochRecord, create_trainer
+from ticketsearch.trainers.records import objective_value
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,7 +82,7 @@ def run_one_trial(
         writer.close()
     trial_summary = trainer.summary()
     summary = {"trial_id": trial_id, "seed": config.train.seed, "config_hash": config.content_hash(),
-               "objective": _objective(config.objective.metric, trial_summary, trainer.records),
+               "objective": objective_value(config.objective.metric, trainer.records, trial_summary),
                **trial_summary, "wall_seconds": time.time() - started,
                **{f"config.{k}": v for k, v in flatten(config.to_dict()).items()}}
     if trainer.ticket_state is not None:
@@ -89,15 +90,6 @@ def run_one_trial(
     write_table_atomic(pa.Table.from_pylist([summary]), out / "trials.parquet")
     echo(format_summary(summary, trainer.sparsity_report(), out))
     return summary
-
-
-def _objective(metric: str, summary: dict[str, Any], records: list[EpochRecord]) -> float:
-    """The spec's objective as a search reports it: a summary column, else the last record's value."""
-    if metric in summary:
-        return float(summary[metric])
-    if f"final_{metric}" in summary:
-        return float(summary[f"final_{metric}"])
-    return float(getattr(records[-1], metric, float("nan"))) if records else float("nan")
 
 
 def format_record(r: EpochRecord) -> str:

@@ -60,17 +60,16 @@ def train_epoch(
     shuffle: torch.Generator,
     augmentation: Augmentation,
     augment_generator: torch.Generator | None,
-    memory_format: torch.memory_format = torch.channels_last,
     fastpath: FastPath | None = None,
 ) -> EpochResult:
     """Train one epoch on attack(images); `after_step` re-applies the masks after each update.
 
-    With a `fastpath` its memory format replaces `memory_format`, and the attack's passes and the
-    training forward pass run under its autocast (backward outside it, as autocast wants). Nothing
+    The `fastpath` (default: fp32, channels-last) gives the memory format, and the attack's passes and
+    the training forward pass run under its autocast (backward outside it, as autocast wants). Nothing
     in a step reads a tensor back to the host: the loss and accuracy sums stay on the device.
     """
     start = time.perf_counter()
-    fastpath = fastpath or FastPath(device_type=images.device.type, memory_format=memory_format)
+    fastpath = fastpath or FastPath(device_type=images.device.type)
     device = images.device
     order = torch.randperm(images.shape[0], generator=shuffle).to(device)
     steps = batches_per_epoch(images.shape[0], batch_size)
@@ -125,7 +124,6 @@ def evaluate(
     attack: Perturb,
     *,
     batch_size: int,
-    memory_format: torch.memory_format = torch.channels_last,
     fastpath: FastPath | None = None,
 ) -> Accuracy:
     """Clean and robust accuracy in eval mode (under the fast path's autocast when it has one).
@@ -135,7 +133,7 @@ def evaluate(
     """
     model.eval()
     device = images.device
-    fastpath = fastpath or FastPath(device_type=device.type, memory_format=memory_format)
+    fastpath = fastpath or FastPath(device_type=device.type)
     clean_correct = torch.zeros((), device=device, dtype=torch.long)
     robust_correct = torch.zeros((), device=device, dtype=torch.long)
     for start in range(0, images.shape[0], batch_size):

@@ -15,9 +15,9 @@ from ray.tune.search import BasicVariantGenerator, Searcher
 from ticketsearch.errors import UserError
 from ticketsearch.spec import Distribution, Spec
 from ticketsearch.trainers import planned_epochs
+from ticketsearch.trainers.records import PER_EPOCH_OBJECTIVES
 
 # Reported after every epoch, so ASHA can compare trials at its rungs.
-PER_EPOCH_OBJECTIVES = ("robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc")
 # Known only when a trial finishes: usable with the fifo scheduler.
 FINAL_OBJECTIVES = ("ticket_epochs_to_target", "ticket_seconds_to_target", "speedup", "epoch_speedup",
                     "best_val_robust_acc", "double_win_margin")

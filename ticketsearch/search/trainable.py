@@ -8,7 +8,6 @@ from its last finished epoch. The trainer itself knows nothing of Ray.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,9 +17,10 @@ import torch
 from ray import tune
 
 from ticketsearch.core.checkpoint import load_state, save_state
-from ticketsearch.search.space import OBJECTIVE, PER_EPOCH_OBJECTIVES
+from ticketsearch.search.space import OBJECTIVE
 from ticketsearch.spec import spec_from_tree
 from ticketsearch.trainers import create_trainer
+from ticketsearch.trainers.records import objective_value
 
 STATE_FILE = "state.pt"
 
@@ -51,12 +51,7 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
                    "node_id": node_id}
         if trainer.done:
             metrics.update({f"summary/{k}": v for k, v in trainer.summary().items()})
-        # The objective follows the ticket, not the dense baseline trained after it.
-        main = [r for r in trainer.records if r.phase != "baseline"]
-        if metric in PER_EPOCH_OBJECTIVES:
-            metrics[OBJECTIVE] = getattr(main[-1], metric) if main else math.nan
-        else:
-            metrics[OBJECTIVE] = trainer.summary().get(metric, math.nan) if trainer.done else math.nan
+        metrics[OBJECTIVE] = objective_value(metric, trainer.records, trainer.summary() if trainer.done else None)
         with tempfile.TemporaryDirectory() as directory:
             save_state(trainer.state_dict(), Path(directory) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

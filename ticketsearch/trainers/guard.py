@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, Callable
 
 from torch import Tensor, nn
 
@@ -21,8 +21,7 @@ from ticketsearch.core.fastpath import FastPath
 from ticketsearch.core.loops import evaluate
 from ticketsearch.spec import AttackConfig
 from ticketsearch.spec.sections import GuardSection
-
-NAN = float("nan")
+from ticketsearch.trainers.records import NAN
 
 
 class OverfittingGuard:
@@ -42,15 +41,18 @@ class OverfittingGuard:
         return on and is_adversarial(regime)
 
     def after_epoch(self, regime: AttackConfig, *, model: nn.Module, optimizer, forward: nn.Module,
-                    attack: Perturb, images: Tensor, labels: Tensor, fastpath: FastPath) -> tuple[float, bool, str]:
+                    attack_for: Callable[[AttackConfig], Perturb], images: Tensor, labels: Tensor,
+                    fastpath: FastPath) -> tuple[float, bool, str]:
         """(PGD accuracy on the guard batch, whether the guard fired, its action if it did).
 
-        `attack` is `self.check` built on `forward`; `model` and `optimizer` are what a rollback restores.
+        `attack_for` builds (or looks up) an attack on `forward`; `model` and `optimizer` are what a
+        rollback restores.
         """
         if not self.guards(regime):
             return NAN, False, ""
         n = self.config.examples
-        accuracy = evaluate(forward, images[:n], labels[:n], attack, batch_size=n, fastpath=fastpath).robust
+        accuracy = evaluate(forward, images[:n], labels[:n], attack_for(self.check), batch_size=n,
+                            fastpath=fastpath).robust
         fired = accuracy < self.best - self.config.drop
         if fired and self.config.action == "rollback" and self.snapshot is not None:
             model.load_state_dict(self.snapshot["model"])

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ticketsearch.core.attacks import build_attack
 from ticketsearch.core.data import DataBundle
-from ticketsearch.core.fastpath import resolve_fastpath
+from ticketsearch.core.fastpath import FastPath, resolve_fastpath
 from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
 from ticketsearch.core.models import create_model
 from ticketsearch.core.pruning import Mask, MaskApplier, magnitude_prune, prunable_weights, random_mask_like
@@ -35,9 +35,6 @@ from ticketsearch.trainers.base import EpochTrainer, load_task
 from ticketsearch.trainers.guard import OverfittingGuard
 from ticketsearch.trainers.random_stream import RandomStream
 from ticketsearch.trainers.records import NAN, EpochRecord, convergence
-
-MEMORY_FORMAT = torch.channels_last  # 2.2x faster attack passes for ResNet-20 on these CPUs (PITFALLS.md)
-
 
 @dataclass(frozen=True)
 class Phase:
@@ -141,7 +138,7 @@ class IMPTrainer(EpochTrainer):
         start = time.perf_counter()  # the guard's PGD check counts as evaluation time
         guard_acc, fired, action = self.guard.after_epoch(
             phase.regime, model=self.model, optimizer=self.optimizer, forward=self.forward,
-            attack=self._attack(self.guard.check), images=self.data.train_x, labels=self.data.train_y,
+            attack_for=self._attack, images=self.data.train_x, labels=self.data.train_y,
             fastpath=self.fastpath)
         n = min(config.train.eval_examples, self.data.val_x.shape[0])
         accuracy = evaluate(self.forward, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
@@ -210,7 +207,7 @@ class IMPTrainer(EpochTrainer):
             attack = build_attack(self.model, auto, self.data.info.num_classes, "attack.eval")
             self.test["test_autoattack_acc"] = evaluate(self.model, x, y, attack,
                                                         batch_size=self.config.train.eval_batch_size,
-                                                        memory_format=MEMORY_FORMAT).robust
+                                                        fastpath=FastPath(self.device.type)).robust
 
     def _set_mask(self, mask: Mask) -> None:
         self.mask = mask

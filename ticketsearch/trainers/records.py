@@ -53,6 +53,22 @@ class EpochRecord:
 RECORD_FIELDS = tuple(f.name for f in fields(EpochRecord))
 
 
+# Objectives known after every epoch (ASHA can act on them); the others are trial-level summary columns.
+PER_EPOCH_OBJECTIVES = ("robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc")
+
+
+def objective_value(metric: str, records: Sequence[EpochRecord], summary: dict[str, Any] | None) -> float:
+    """The objective after the latest record, as a search reports it and `train` records it.
+
+    A per-epoch metric follows the ticket, not the dense baseline trained after it; a trial-level one
+    comes from the `summary` of a finished trial (None while it runs: NaN).
+    """
+    if metric in PER_EPOCH_OBJECTIVES:
+        main = [r for r in records if r.phase != "baseline"]
+        return float(getattr(main[-1], metric)) if main else NAN
+    return float(summary.get(metric, NAN)) if summary is not None else NAN
+
+
 def epochs_to_reach(records: Sequence[EpochRecord], target: float) -> tuple[float, float]:
     """(epochs, training seconds) until val_robust_acc first reaches `target`; NaN if never."""
     seconds = 0.0

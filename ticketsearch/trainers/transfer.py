@@ -191,7 +191,7 @@ class TransferTrainer(EpochTrainer):
         start = time.perf_counter()  # the guard's PGD check counts as evaluation time
         guard_acc, fired, action = self.guard.after_epoch(
             phase.regime, model=self.model, optimizer=self.optimizer, forward=self.forward,
-            attack=self._attack(self.guard.check), images=self.data.train_x, labels=self.data.train_y,
+            attack_for=self._attack, images=self.data.train_x, labels=self.data.train_y,
             fastpath=self.fastpath)
         n = min(train.eval_examples, self.data.val_x.shape[0])
         accuracy = evaluate(self.forward, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
