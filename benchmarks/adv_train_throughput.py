@@ -135,7 +135,7 @@ def run_ticketsearch(args, queue) -> None:
     forward = fastpath.forward_module(model)
     regime = (AttackConfig(kind="pgd", eps=8 / 255, alpha=2 / 255, steps=10) if args.attack == "pgd10"
               else AttackConfig(kind="fgsm", eps=8 / 255, alpha=10 / 255))
-    attack = build_attack(forward, regime, 10, "attack.train")
+    attack = build_attack(forward, regime, 10, "attack.train", fold_batchnorm=fastpath.fold_batchnorm)
     shuffle = torch.Generator().manual_seed(args.seed)
     augment = torch.Generator(device=device).manual_seed(args.seed + 1)
 

@@ -73,7 +73,7 @@ def worker(args, rank: int, barrier, queue) -> None:
     forward = fastpath.forward_module(model)
     regime = (AttackConfig(kind="pgd", eps=8 / 255, alpha=2 / 255, steps=10) if args.attack == "pgd10"
               else AttackConfig(kind="fgsm", eps=8 / 255, alpha=10 / 255))
-    attack = build_attack(forward, regime, 10, "attack.train")
+    attack = build_attack(forward, regime, 10, "attack.train", fold_batchnorm=fastpath.fold_batchnorm)
     generator = torch.Generator(device=device).manual_seed(rank)
     x = torch.randint(0, 256, (args.examples, 3, 32, 32), dtype=torch.uint8, device=device, generator=generator)
     y = torch.randint(0, 10, (args.examples,), device=device, generator=generator)

@@ -58,7 +58,7 @@ def main() -> None:
     sparse = MaskApplier(weights, magnitude_prune(weights, Mask.ones(weights), args.sparsity, "global"))
     regime = AttackConfig(kind="pgd", eps=8 / 255, alpha=2 / 255, steps=10) if args.attack == "pgd10" \
         else AttackConfig(kind="natural")
-    attack = build_attack(model, regime, 10, "attack.train")
+    attack = build_attack(model, regime, 10, "attack.train", fold_batchnorm=fastpath.fold_batchnorm)
     x = torch.randint(0, 256, (args.examples, 3, 32, 32), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (args.examples,), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)

@@ -66,7 +66,8 @@ def measure(arch: str, setting: str, width: float, device_name: str, precision: 
     x = torch.randint(0, 256, (resident, channels, size, size), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (resident,), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    attack = build_attack(model, AttackConfig(kind="pgd", eps=8 / 255, alpha=2 / 255, steps=1), 10, "attack")
+    attack = build_attack(model, AttackConfig(kind="pgd", eps=8 / 255, alpha=2 / 255, steps=1), 10, "attack",
+                          fold_batchnorm=fastpath.fold_batchnorm)
     try:
         train_epoch(model, optimizer, x[:train_batch], y[:train_batch], batch_size=train_batch, attack=attack,
                     after_step=apply, lr_for_step=lambda step: 0.01, first_step=0,

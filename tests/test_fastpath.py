@@ -35,7 +35,7 @@ def digits():
 def test_precision_resolves_per_device_and_bad_values_name_the_field():
     assert resolve_fastpath("auto", False, "cpu") == FP32  # no bf16 units on these CPUs: fp32
     assert resolve_fastpath("fp32", False, "cpu").autocast_dtype is None
-    assert resolve_fastpath("bf16", True, "cpu") == FastPath("cpu", torch.bfloat16, torch.channels_last, True)
+    assert resolve_fastpath("bf16", True, "cpu") == FastPath("cpu", torch.bfloat16, torch.channels_last, compile=True, fold_batchnorm=False)
     with pytest.raises(UserError, match=r"^train\.precision: unknown precision 'fp16'; known: auto, fp32, bf16$"):
         resolve_fastpath("fp16", False, "cpu")
     with pytest.raises(UserError, match=r"train\.precision"):
@@ -49,12 +49,13 @@ def test_precision_resolves_per_device_and_bad_values_name_the_field():
 
 @pytest.mark.parametrize("fastpath", [FP32, BF16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("kind", ["pgd", "fgsm"])
-def test_eps_bound_is_exact_under_autocast(kind, fastpath):
+@pytest.mark.parametrize("fold", [False, True], ids=["bn", "bn-folded"])
+def test_eps_bound_is_exact_under_autocast(kind, fastpath, fold):
     torch.manual_seed(0)
     model = create_model("resnet20", width=0.25, num_classes=10, in_channels=3,
                          mean=(0.5,) * 3, std=(0.25,) * 3).to(memory_format=torch.channels_last)
     eps = 8 / 255
-    attack = build_attack(model, AttackConfig(kind=kind, eps=eps, steps=3), 10, "attack.train")
+    attack = build_attack(model, AttackConfig(kind=kind, eps=eps, steps=3), 10, "attack.train", fold_batchnorm=fold)
     x = torch.rand(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (16,))
     with fastpath.autocast():
@@ -76,7 +77,8 @@ def test_train_epoch_under_autocast_keeps_masks_exact_and_weights_fp32(digits):
     apply = MaskApplier(weights, mask)
     apply()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    attack = build_attack(model, AttackConfig(kind="pgd", eps=0.1, steps=2), 10, "attack.train")
+    attack = build_attack(model, AttackConfig(kind="pgd", eps=0.1, steps=2), 10, "attack.train",
+                          fold_batchnorm=BF16.fold_batchnorm)  # as the trainers build it
     x, y = digits.train_x[:256], digits.train_y[:256]
     result = train_epoch(model, optimizer, x, y, batch_size=64, attack=attack,
                          after_step=apply, lr_for_step=lambda step: 0.05, first_step=0,

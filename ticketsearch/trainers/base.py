@@ -43,5 +43,6 @@ class EpochTrainer:
     def _attack(self, regime: AttackConfig) -> Any:
         attacks = self.__dict__.setdefault("_attacks", {})
         if regime not in attacks:
-            attacks[regime] = build_attack(self.forward, regime, self.data.info.num_classes, "attack")
+            attacks[regime] = build_attack(self.forward, regime, self.data.info.num_classes, "attack",
+                                           fold_batchnorm=self.fastpath.fold_batchnorm)
         return attacks[regime]

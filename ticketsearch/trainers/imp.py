@@ -100,7 +100,8 @@ class IMPTrainer(EpochTrainer):
         self.augment_rng = torch.Generator(device=self.device).manual_seed(config.train.seed + 1)
         self.guard = OverfittingGuard(config.attack.guard, config.attack.eval)
         self.optimizer = self._new_optimizer()
-        self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval")
+        self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval",
+                                       fold_batchnorm=self.fastpath.fold_batchnorm)
         if state is not None:
             self.load_state_dict(state)
 

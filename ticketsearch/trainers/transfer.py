@@ -156,7 +156,8 @@ class TransferTrainer(EpochTrainer):
         self.init_state = _snapshot(self.model)  # the start of every regime: masked pre-trained weights, new head
         self.ticket_state: dict[str, Any] | None = None
         self.optimizer = self._new_optimizer(self.phase.lr)
-        self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval")
+        self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval",
+                                       fold_batchnorm=self.fastpath.fold_batchnorm)
         # FGSM fine-tuning can collapse as FGSM training does; the dense baseline is guarded alike.
         self.guard = OverfittingGuard(config.attack.guard, config.attack.eval)
         if state is not None:
@@ -521,8 +522,9 @@ def run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataBun
                fastpath: FastPath) -> list[EpochRecord]:
     """Train `epochs` epochs on `data` (the source task: pre-training, IMP) with one record each."""
     info = data.info
-    attack = build_attack(model, regime, info.num_classes, "attack")
-    eval_attack = build_attack(model, config.attack.eval, info.num_classes, "attack.eval")
+    attack = build_attack(model, regime, info.num_classes, "attack", fold_batchnorm=fastpath.fold_batchnorm)
+    eval_attack = build_attack(model, config.attack.eval, info.num_classes, "attack.eval",
+                               fold_batchnorm=fastpath.fold_batchnorm)
     augmentation = Augmentation(info.crop_padding, info.flip)
     shuffle = torch.Generator().manual_seed(seed)
     augment_rng = torch.Generator(device=data.train_x.device).manual_seed(seed + 1)
