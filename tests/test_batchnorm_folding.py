@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from ticketsearch.core.attacks import build_attack
-from ticketsearch.core.batchnorm_folding import FoldedAttack, conv_bn_pairs, folded
+from ticketsearch.core.attacks import InputGradientAttack, build_attack
+from ticketsearch.core.batchnorm_folding import conv_bn_pairs, folded
 from ticketsearch.core.data import prepare_data
 from ticketsearch.core.loops import Augmentation, train_epoch
 from ticketsearch.core.models import MODELS, create_model
@@ -86,9 +86,9 @@ def test_folded_attack_matches_the_attack_and_follows_each_optimiser_step():
     config = AttackConfig(kind="pgd", eps=8 / 255, alpha=2 / 255, steps=5)
     attack = build_attack(model, config, 10, "attack.train")
     fold = build_attack(model, config, 10, "attack.train", fold_batchnorm=True)
-    assert isinstance(fold, FoldedAttack) and len(fold.pairs) == 21
+    assert len(fold.pairs) == 21 and attack.pairs == []
     autoattack = build_attack(model, AttackConfig(kind="autoattack", eps=8 / 255), 10, "attack.eval", fold_batchnorm=True)
-    assert not isinstance(autoattack, FoldedAttack)  # the reported figure runs on the model as it is
+    assert not isinstance(autoattack, InputGradientAttack)  # the reported figure runs on the model as it is
     x = torch.rand(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (16,))
     for _ in range(2):
@@ -98,6 +98,7 @@ def test_folded_attack_matches_the_attack_and_follows_each_optimiser_step():
         torch.manual_seed(1)
         got = fold(x, y)
         assert model.training  # torchattacks restored the mode around the folded passes
+        assert all(p.requires_grad for p in model.parameters())  # unfrozen after the passes
         assert (got - x).abs().max().item() <= 8 / 255 + 1e-7
         # Sign steps: a gradient entry within float rounding of 0 may flip; all but a few agree.
         assert (got == expected).float().mean().item() > 0.99

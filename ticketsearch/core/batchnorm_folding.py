@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -101,18 +101,3 @@ def _skip_in_eval(bn: nn.BatchNorm2d):
         return nn.BatchNorm2d.forward(bn, x) if bn.training else x
 
     return forward
-
-
-class FoldedAttack:
-    """An attack (images, labels) -> adversarial images whose passes run with `model`'s batch norms
-    folded; the same perturbation as the attack itself up to float rounding."""
-
-    def __init__(self, attack: Callable[[Tensor, Tensor], Tensor], model: nn.Module):
-        self.attack = attack
-        self.pairs = conv_bn_pairs(model)
-
-    def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
-        if not self.pairs:
-            return self.attack(images, labels)
-        with folded(self.pairs):
-            return self.attack(images, labels)

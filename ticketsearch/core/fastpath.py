@@ -17,9 +17,11 @@ Why these defaults (measured figures in BENCHMARKS.md):
 - batch norms folded into convs for the eval-mode attack passes: one pass over the activations fewer
   per conv-BN pair, forward and backward (ResNet-20 PGD-10 step 1.2-1.3x on CPU).
 - cuDNN autotuning on CUDA: the shapes of a trial never change, so the one-off search pays.
-- `torch.compile` off unless asked: meant for GPUs, where small models are bound by kernel launches
-  (still to be measured). On CPU it made ResNet-20 PGD-10 training 9x slower end to end after ~50 s
-  of compiling, although it ran the attack passes alone 1.6x faster in a micro-benchmark.
+- `torch.compile` off unless asked: each trial pays 15-35 s of compiling (CPU), which short search
+  trials never earn back. Meant for GPUs, where small models are bound by kernel launches (still to
+  be measured); on CPU, ResNet-20 PGD-10 training ran 1.42x the reference loop compiled against
+  1.26x eager once warm. Compiled attack passes freeze the parameters (core/attacks.py) and do not
+  fold batch norms.
 """
 
 from __future__ import annotations

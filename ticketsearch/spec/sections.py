@@ -109,8 +109,9 @@ class TrainSection(Section):
     # bf16, fp32 on CPU (no bf16 units on these CPUs: emulated bf16 is ~10x slower). Images and
     # perturbations stay fp32 either way, so the eps bound holds exactly (core/fastpath.py).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # torch.compile the model: fused kernels for small models whose cost is GPU launch overhead. On
-    # CPU it ran ResNet-20 PGD-10 9x slower end to end after ~50 s of compiling (BENCHMARKS.md).
+    # torch.compile the model: fused kernels for small models whose cost is GPU launch overhead. It
+    # costs 15-35 s of compiling per trial; on CPU it then ran ResNet-20 PGD-10 1.42x the reference
+    # loop against 1.26x uncompiled (BENCHMARKS.md): worth it for long trials only.
     compile: bool = False
 
 
