@@ -76,6 +76,12 @@ def folded(pairs: list[Pair]) -> Iterator[None]:
     passes its input through, whenever the batch norm is in eval mode (train mode is untouched)."""
     with torch.no_grad():  # the attack wants input gradients only; the folded weights are constants
         weights = [_folded_weights(conv, bn) for conv, bn in pairs]
+        device_type = pairs[0][0].weight.device.type if pairs else "cpu"
+        if torch.is_autocast_enabled(device_type):
+            # Cast once here: autocast caches its casts of parameters only, and would cast these
+            # non-leaf weights again in every pass of the attack.
+            dtype = torch.get_autocast_dtype(device_type)
+            weights = [(weight.to(dtype), bias.to(dtype)) for weight, bias in weights]
     for (conv, bn), (weight, bias) in zip(pairs, weights):
         # Instance attributes shadow the class's forward for these modules only, and only here.
         conv.forward = _folded_conv_forward(conv, bn, weight, bias)
