@@ -151,7 +151,8 @@ def test_no_host_sync_inside_training_steps():
     weights = prunable_weights(model)
     apply = MaskApplier(weights, magnitude_prune(weights, Mask.ones(weights), 0.5, "global"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    attack = build_attack(model, AttackConfig(kind="pgd", eps=8 / 255, steps=3), 10, "attack.train")
+    attack = build_attack(model, AttackConfig(kind="pgd", eps=8 / 255, steps=3), 10, "attack.train",
+                          fold_batchnorm=fastpath.fold_batchnorm)  # as the trainers build it
     x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (256,), device=device)
     kwargs = dict(batch_size=64, attack=attack, after_step=apply, lr_for_step=lambda step: 0.05, first_step=0,
