@@ -49,6 +49,12 @@ def measure(arch: str, setting: str, width: float, device_name: str, precision: 
     from ticketsearch.errors import UserError
     from ticketsearch.spec import AttackConfig
 
+    # Modules a trial loads on first use, imported before the baseline so that their memory is not
+    # counted as the trial's: torchattacks (with scipy) when an attack is built, and torch._dynamo
+    # (with sympy, ~150 MiB) when the first optimiser is created.
+    import torchattacks  # noqa: F401
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
     channels, size, _, train_batch, eval_batch, resident = SETTINGS[setting]
     device = torch.device(device_name)
     torch.set_num_threads(2)

@@ -8,7 +8,6 @@ norm statistics are not updated by adversarial search steps.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Protocol
 
 import torch
@@ -93,7 +92,7 @@ class InputGradientAttack:
     def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
         # Read at each call: a trainer may replace a layer (transfer's classifier) after building.
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        with folded(self.pairs) if self.pairs else contextlib.nullcontext():
+        with folded(self.pairs):  # no pairs: nothing swapped
             for parameter in trainable:
                 parameter.requires_grad_(False)
             try:
