@@ -48,6 +48,10 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    # The dense epochs let the pruned weights regrow from exactly zero, which produces denormal floats
+    # that x86 handles slowly: without this, the dense PGD-10 epochs ran 11% slower than the sparse
+    # ones (sparse/dense 0.89). Training a dense or a sparse model alone showed no such difference.
+    torch.set_flush_denormal(True)
     device = torch.device(args.device)
     fastpath = resolve_fastpath("auto", False, device)
     torch.manual_seed(0)
