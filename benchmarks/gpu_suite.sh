@@ -34,8 +34,9 @@ part1)
     { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
       python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } | tee "$out/device.txt"
     # The fast-path tests, CUDA ones included (--noconftest: the suite's conftest starts Ray searches).
+    # A failing test is in tests.log; the benchmarks still run.
     python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_fastpath.py tests/test_batchnorm_folding.py \
-        2>&1 | tee "$out/tests.log"
+        2>&1 | tee "$out/tests.log" || true
     for attack in pgd10 fgsm-rs; do
         python3 benchmarks/gpu_epoch_bound.py --attack "$attack" | tee -a "$out/epoch_bound.jsonl"
     done
