@@ -12,12 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ticketsearch.cli import main
 from ticketsearch.core.data import prepare_data
 from ticketsearch.core.models import create_model
 from ticketsearch.core.pretrained import fit_weights, load_weights_file
 from ticketsearch.errors import UserError
+from ticketsearch.results.store import load
 from ticketsearch.results.tickets import load_ticket, write_ticket
 from ticketsearch.spec import validate_trial
 from ticketsearch.trainers import create_trainer
@@ -260,6 +262,34 @@ def test_offline_transfer_search_end_to_end(tmp_path):
     assert len(list((out / "cache").glob("dense-*.pt"))) == 2 and len(list((out / "cache").glob("pretrain-*.pt"))) == 1
     assert len(epochs) == 4 * 2 and set(epochs["phase"]) == {"finetune_standard", "finetune_adversarial"}
     assert trials["objective"].equals(trials["double_win_margin"])
+    # Each trial's dense baseline, epoch by epoch beside its own: the same phases and epochs, and the
+    # trials sharing a baseline carry the same numbers.
+    dense = load(out).dense_epochs
+    assert sorted(dense["trial_id"].unique()) == sorted(trials["trial_id"])
+    assert (dense.groupby("trial_id").size() == 2).all() and set(dense["phase"]) == set(epochs["phase"])
+    assert dense["sparsity"].eq(0).all() and not epochs["sparsity"].eq(0).any()
+    shared = dense.merge(trials[["trial_id", "config.data.fraction"]], on="trial_id")
+    assert (shared.groupby(["config.data.fraction", "phase"])["val_robust_acc"].nunique() == 1).all()
+    for trial_id in trials["trial_id"]:
+        tags = EventAccumulator(str(out / "tensorboard" / trial_id)).Reload().Tags()["scalars"]
+        assert "val/robust_acc" in tags and "dense/val/robust_acc" in tags
     assert main(["report", str(out)]) == 0
     report = (out / "report" / "report.md").read_text()
     assert "Double-win" in report
+
+
+def test_train_writes_the_dense_baseline_beside_the_trial(source_model, tmp_path):
+    """`ticketsearch train` on a transfer spec: the dense baseline's epochs in dense_epochs/ and in the
+    trial's TensorBoard run under dense/."""
+    import yaml
+
+    spec = tmp_path / "transfer.yaml"
+    spec.write_text(yaml.safe_dump(transfer_tree({"file": source_model["file"]})))
+    out = tmp_path / "trial"
+    assert main(["train", str(spec), "--out", str(out), "--device", "cpu"]) == 0
+    results = load(out)
+    assert len(results.dense_epochs) == len(results.epochs) == 2  # one epoch per fine-tuning regime
+    assert list(results.dense_epochs["phase"]) == list(results.epochs["phase"])
+    assert results.dense_epochs["sparsity"].eq(0).all() and results.epochs["sparsity"].gt(0).all()
+    run_dir = next((out / "tensorboard").iterdir())
+    assert "dense/val/robust_acc" in EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]

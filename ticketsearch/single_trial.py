@@ -78,6 +78,10 @@ def run_one_trial(
             write_trial_epochs(out, trial_id, [(r, node, "") for r in trainer.records])  # no Ray: no node id
             save_state(trainer.state_dict(), checkpoint)
             echo(format_record(record))
+        if trainer.dense_records:  # a transfer trial's dense baseline, beside the trial's own epochs
+            write_trial_epochs(out, trial_id, [(r, "", "") for r in trainer.dense_records], table="dense_epochs")
+            for dense_record in trainer.dense_records:
+                writer.add_record(dense_record, prefix="dense/")
     finally:
         writer.close()
     trial_summary = trainer.summary()

@@ -27,6 +27,8 @@ class SearchResults:
     trials: pd.DataFrame  # one row per trial
     search: dict[str, Any]  # search.json (empty for a `ticketsearch train` directory)
     problems: list[str] = field(default_factory=list)  # files that could not be read
+    # A transfer trial's dense baseline, epoch by epoch (same columns as `epochs`; empty otherwise).
+    dense_epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def finished(self) -> bool:
@@ -42,13 +44,8 @@ def load(out: str | Path) -> SearchResults:
         raise UserError(f"{out}: holds no ticketsearch results (no epochs/ or trials.parquet); "
                         "give the --out directory of `ticketsearch run` or `ticketsearch train`")
     problems: list[str] = []
-    tables = []
-    for path in sorted((out / "epochs").glob("*.parquet")) if (out / "epochs").is_dir() else []:
-        try:
-            tables.append(pq.read_table(path))
-        except (pa.ArrowException, OSError) as error:
-            problems.append(f"{path}: unreadable ({' '.join(str(error).split())[:120]}); skipped")
-    epochs = pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame()
+    epochs = _read_dataset(out / "epochs", problems)
+    dense_epochs = _read_dataset(out / "dense_epochs", problems)
     trials = pd.DataFrame()
     if (out / "trials.parquet").is_file():
         try:
@@ -63,4 +60,16 @@ def load(out: str | Path) -> SearchResults:
             problems.append(f"{out / 'search.json'}: unreadable ({error}); skipped")
     for problem in problems:
         warnings.warn(problem, stacklevel=2)
-    return SearchResults(out=out, epochs=epochs, trials=trials, search=search, problems=problems)
+    return SearchResults(out=out, epochs=epochs, trials=trials, search=search, problems=problems,
+                         dense_epochs=dense_epochs)
+
+
+def _read_dataset(directory: Path, problems: list[str]) -> pd.DataFrame:
+    """Every `<trial>.parquet` in `directory` as one frame; unreadable files go to `problems`."""
+    tables = []
+    for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+        try:
+            tables.append(pq.read_table(path))
+        except (pa.ArrowException, OSError) as error:
+            problems.append(f"{path}: unreadable ({' '.join(str(error).split())[:120]}); skipped")
+    return pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame()

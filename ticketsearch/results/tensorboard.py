@@ -31,11 +31,12 @@ class TrialWriter:
     def __init__(self, out: str | Path, trial_id: str):
         self.writer = SummaryWriter(log_dir=str(Path(out) / "tensorboard" / trial_id))
 
-    def add_record(self, record: EpochRecord) -> None:
+    def add_record(self, record: EpochRecord, prefix: str = "") -> None:
+        """`prefix` "dense/" puts a transfer trial's dense baseline beside its own curves."""
         for tag, field in SCALARS.items():
             value = float(getattr(record, field))
             if not math.isnan(value):
-                self.writer.add_scalar(tag, value, global_step=record.global_epoch)
+                self.writer.add_scalar(prefix + tag, value, global_step=record.global_epoch)
         self.writer.flush()  # visible in TensorBoard while the trial runs
 
     def add_hparams(self, values: dict, metrics: dict[str, float]) -> None:

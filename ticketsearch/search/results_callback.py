@@ -8,6 +8,7 @@ Parquet files on disk when a search resumes (Tune does not checkpoint callback s
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ from ray import tune
 
 from ticketsearch.core.checkpoint import load_state
 from ticketsearch.results.parquet import flatten, write_table_atomic, write_trial_epochs
-from ticketsearch.search.trainable import STATE_FILE
+from ticketsearch.search.trainable import DENSE_RECORDS, STATE_FILE
 from ticketsearch.results.tickets import write_ticket
 from ticketsearch.results.tensorboard import TrialWriter
 from ticketsearch.spec import Spec
@@ -67,6 +68,11 @@ class ResultsCallback(tune.Callback):
             record, str(result.get("node_ip", "")), str(result.get("node_id", "")))
         write_trial_epochs(self.out, trial.trial_id, self._records(trial.trial_id, with_nodes=True))
         self._writer(trial.trial_id).add_record(record)
+        if result.get(DENSE_RECORDS):  # a transfer trial's last report: its dense baseline's epochs
+            dense = [EpochRecord.from_dict(r) for r in json.loads(result[DENSE_RECORDS])]
+            write_trial_epochs(self.out, trial.trial_id, [(r, "", "") for r in dense], table="dense_epochs")
+            for dense_record in dense:
+                self._writer(trial.trial_id).add_record(dense_record, prefix="dense/")
         row = self._row(trial, result)
         row["status"] = "running" if result.get("status") == "running" else result["status"]
         self._save_trials()
@@ -101,14 +107,15 @@ class ResultsCallback(tune.Callback):
         Tune saves its experiment state at most every 10 s, so a driver killed between two saves loses
         the trials it started since the last one; the resumed search samples their configs again under
         new trial ids. Their records would otherwise stay beside the re-runs, as trials "running" for
-        ever or as a config counted twice. They move to `superseded/` (epochs and TensorBoard runs), not
+        ever or as a config counted twice. They move to `superseded/` (epochs, dense epochs and TensorBoard runs), not
         deleted; a kept ticket of theirs is dropped.
         """
         # A driver killed between writing a trial's epochs and its row leaves epochs with no row.
         for trial_id in sorted((set(self.trials) | set(self.epochs)) - known):
             row = self.trials.pop(trial_id, {})
             self.epochs.pop(trial_id, None)
-            for kind, name in (("epochs", f"{trial_id}.parquet"), ("tensorboard", trial_id)):
+            for kind, name in (("epochs", f"{trial_id}.parquet"), ("dense_epochs", f"{trial_id}.parquet"),
+                               ("tensorboard", trial_id)):
                 source = self.out / kind / name
                 if source.exists():
                     (self.out / "superseded" / kind).mkdir(parents=True, exist_ok=True)

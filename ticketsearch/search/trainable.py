@@ -7,6 +7,7 @@ from its last finished epoch. The trainer itself knows nothing of Ray.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -23,6 +24,9 @@ from ticketsearch.trainers import create_trainer
 from ticketsearch.trainers.records import objective_value
 
 STATE_FILE = "state.pt"
+# The last report of a transfer trial carries its dense baseline's epochs (JSON: one string value, so
+# Tune's own loggers store it as it is), for the results callback to write beside the trial's.
+DENSE_RECORDS = "dense_records"
 
 
 def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str, cache_dir: str | None = None) -> None:
@@ -51,6 +55,8 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
                    "node_id": node_id}
         if trainer.done:
             metrics.update({f"summary/{k}": v for k, v in trainer.summary().items()})
+            if trainer.dense_records:
+                metrics[DENSE_RECORDS] = json.dumps([r.as_dict() for r in trainer.dense_records])
         metrics[OBJECTIVE] = objective_value(metric, trainer.records, trainer.summary() if trainer.done else None)
         with tempfile.TemporaryDirectory() as directory:
             save_state(trainer.state_dict(), Path(directory) / STATE_FILE)

@@ -1,7 +1,7 @@
 """What every trainer shares: one epoch per `next_record()`, under the trial's own random stream.
 
 A trainer sets `status` ("running" until it ends), `random` (a `RandomStream`), `forward` (the module
-attacks call), `data` and implements `_next_record()`; this class gives it iteration, the random
+attacks call), `data`, `fastpath` and implements `_next_record()`; this class gives it iteration, the random
 stream swapped in around every epoch, and one attack object per threat model.
 """
 
@@ -24,6 +24,9 @@ def load_task(data: DataSection) -> DataBundle:
 
 class EpochTrainer:
     status: str
+    # Epochs of a dense reference trained outside the trial's own epochs (the transfer trainer's shared
+    # baseline); the IMP trainer's dense rounds are its own records, so it has none.
+    dense_records: list[EpochRecord] = []
 
     @property
     def done(self) -> bool:

@@ -130,6 +130,8 @@ class TransferTrainer(EpochTrainer):
         self.records: list[EpochRecord] = []
         self.results: dict[str, dict[str, float]] = {}  # regime -> the ticket's accuracies at its end
         self.dense_results: dict[str, dict[str, float]] = {}  # regime -> the dense baseline's
+        # The dense baseline's own epochs (shared by the trials of its setting): reported beside the trial's.
+        self.dense_records: list[EpochRecord] = []
         self.status = "running"
         seed = config.train.seed
         self.random = RandomStream(seed, self.device)
@@ -252,6 +254,7 @@ class TransferTrainer(EpochTrainer):
     def _compare_with_dense(self) -> None:
         value, reused = shared_value(self.cache_dir, "dense", self._dense_key(), self._run_dense)
         self.dense_results = {regime: dict(numbers) for regime, numbers in value["results"].items()}
+        self.dense_records = [EpochRecord.from_dict(r) for r in value["records"]]
         self.provenance["dense_reused"] = reused
 
     def _run_dense(self) -> dict[str, Any]:
@@ -492,6 +495,7 @@ class TransferTrainer(EpochTrainer):
             "records": [r.as_dict() for r in self.records],
             "results": self.results,
             "dense_results": self.dense_results,
+            "dense_records": [r.as_dict() for r in self.dense_records],
             "provenance": self.provenance,
             "rng": {**self.random.state_dict(), "shuffle": self.shuffle.get_state(), "augment": self.augment_rng.get_state()},
             "guard": self.guard.state_dict(),
@@ -509,6 +513,7 @@ class TransferTrainer(EpochTrainer):
         self.records = [EpochRecord.from_dict(r) for r in state["records"]]
         self.results = {k: dict(v) for k, v in state["results"].items()}
         self.dense_results = {k: dict(v) for k, v in state["dense_results"].items()}
+        self.dense_records = [EpochRecord.from_dict(r) for r in state.get("dense_records", [])]
         self.guard.load_state_dict(state["guard"])
         rng = state["rng"]
         self.random.load_state_dict(rng)
