@@ -6,7 +6,9 @@ DataLoader, torchattacks' PGD, and masks through torch.nn.utils.prune (forward p
 weight_orig * mask on every forward pass), reading the loss back after every batch. ticketsearch's
 loop (ticketsearch.core.loops.train_epoch): uint8 tensors augmented a batch at a time, channels-last
 memory format, masks multiplied in place once per optimiser step, one read-back per epoch. Same model
-(ResNet-20 by default, same init, same 80% global-magnitude mask), same data, same attack, fp32.
+(ResNet-20 by default, same init, same 80% global-magnitude mask), same data, same attack, fp32
+(ours: the fast path's precision, bf16 autocast on a GPU). `--device cuda` runs both on the GPU, the
+reference moving each DataLoader batch there as the papers do.
 
 Each variant runs in its own process (so peak memory is its own) and is timed over one epoch after a
 warm-up batch; the best of --repeats epochs counts, and the processes alternate (reference, ours,
@@ -57,10 +59,12 @@ def run_reference(args, queue) -> None:
     from torch.nn.utils import prune
 
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     model, weights, mask = build(args.arch, args.width, args.sparsity, args.seed)
     modules = dict(model.named_modules())
     for name in weights:
         prune.custom_from_mask(modules[name.rsplit(".", 1)[0]], "weight", mask.tensors[name].clone())
+    model = model.to(device)  # the masks are buffers: they move with it
     images, labels = data(args.examples, args.seed)
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])
 
@@ -81,6 +85,7 @@ def run_reference(args, queue) -> None:
         for index, (x, y) in enumerate(loader):
             if limit is not None and index >= limit:
                 break
+            x, y = x.to(device), y.to(device)  # the papers' `x.cuda(), y.cuda()` per batch
             x_adv = attack(x, y)
             model.train()
             out = model(x_adv)
@@ -108,7 +113,7 @@ def reference_attack(kind: str, model):
 
 def _still_masked_reference(model, weights, mask) -> bool:
     modules = dict(model.named_modules())
-    return all(bool((modules[n.rsplit(".", 1)[0]].weight[mask.tensors[n] == 0] == 0).all()) for n in weights)
+    return all(bool((modules[n.rsplit(".", 1)[0]].weight.cpu()[mask.tensors[n] == 0] == 0).all()) for n in weights)
 
 
 def run_ticketsearch(args, queue) -> None:
@@ -193,16 +198,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--ref-workers", type=int, default=0, help="reference DataLoader workers")
+    parser.add_argument("--ref-workers", type=int, help="reference DataLoader workers (default: 0 on CPU, the "
+                        "fastest on 2 cores; 4 on a GPU, as the papers' loaders run)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating process pairs; the best of each counts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--attack", choices=["pgd10", "fgsm-rs"], default="pgd10")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="our loop's train.precision (auto: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--compile", action="store_true", help="our loop through torch.compile")
-    parser.add_argument("--device", default="cpu", help="our loop's device; the reference stays on the CPU "
-                        "as the seed papers' CPU data pipeline feeds it (use gpu_epoch_bound.py on a GPU)")
+    parser.add_argument("--device", default="cpu", help="both loops' device: on a GPU the reference's CPU "
+                        "DataLoader feeds a GPU model in fp32, ours keeps the data on the GPU under its fast path")
     args = parser.parse_args()
+    if args.ref_workers is None:
+        args.ref_workers = 4 if args.device.startswith("cuda") else 0
 
     references, runs = [], []
     for _ in range(args.repeats):  # alternate, so a change in load hits both
