@@ -276,6 +276,9 @@ def test_offline_transfer_search_end_to_end(tmp_path):
     assert main(["report", str(out)]) == 0
     report = (out / "report" / "report.md").read_text()
     assert "Double-win" in report
+    # the convergence plot shows the fine-tuning curves against the dense baseline's
+    assert "![Convergence of the best tickets](curves.png)" in report and "per fine-tuning epoch" in report
+    assert (out / "report" / "curves.png").stat().st_size > 10_000
 
 
 def test_train_writes_the_dense_baseline_beside_the_trial(source_model, tmp_path):

@@ -29,6 +29,7 @@ from ticketsearch.results.double_win import double_win_section
 from ticketsearch.results.store import SearchResults, load
 
 PLOTS = ("curves.png", "pareto.png", "hyperparameters.png", "speedup.png")
+FINETUNE = "finetune_"  # the transfer trainer's phases: finetune_standard, finetune_adversarial
 LEADERBOARD_ROWS = 10
 DPI = 150
 # Metrics that are fractions in [0, 1]: shown in %.
@@ -73,7 +74,9 @@ def write_report(out: str | Path, top: int = 3) -> Path:
     with matplotlib.rc_context(STYLE):
         sections = [
             ("Convergence of the best tickets", "curves.png",
-             _plot_curves(directory / "curves.png", epochs, ranked, top)),
+             _plot_transfer_curves(directory / "curves.png", epochs, results.dense_epochs, ranked, top)
+             if epochs["phase"].str.startswith(FINETUNE).all()
+             else _plot_curves(directory / "curves.png", epochs, ranked, top)),
             ("Sparsity against robustness", "pareto.png", _plot_pareto(directory / "pareto.png", trials)),
             ("Objective across the searched space", "hyperparameters.png",
              _plot_hyperparameters(directory / "hyperparameters.png", trials, space, metric, mode)),
@@ -300,6 +303,40 @@ def _plot_curves(path: Path, epochs: pd.DataFrame, ranked: pd.DataFrame, top: in
                  else "the dense network trained the same way (dashed, same colour)")
     return (f"Validation robust accuracy per epoch of the {_n(len(best), 'best ticket')} by objective (solid, trained "
             f"under {' / '.join(sorted(regimes))}) and of {reference}."), None
+
+
+def _plot_transfer_curves(path: Path, epochs: pd.DataFrame, dense_epochs: pd.DataFrame, ranked: pd.DataFrame,
+                          top: int) -> tuple[str, str | None]:
+    """Transfer searches: validation robust accuracy per fine-tuning epoch of the best tickets (solid)
+    and of the dense baseline each is compared with (dashed), one panel per fine-tuning regime."""
+    best = [t for t in ranked["trial_id"] if t in set(epochs["trial_id"])][:top]
+    if not best:
+        return "", "no transfer trial has reported an epoch yet."
+    phases = list(epochs.sort_values("global_epoch")["phase"].drop_duplicates())  # in the order they ran
+    figure, axes = _figure(5.2 * len(phases) + 3, 4.6, columns=len(phases))
+    colours = matplotlib.colormaps["tab10"].colors
+    for ax, phase in zip(axes[0], phases):
+        for colour, trial_id in zip(colours, best):
+            ticket = epochs[(epochs["trial_id"] == trial_id) & (epochs["phase"] == phase)].sort_values("epoch")
+            if ticket.empty:
+                continue
+            ax.plot(ticket["epoch"], 100 * ticket["val_robust_acc"], "-o", color=colour, markersize=4, linewidth=2,
+                    label=f"{trial_id} ticket ({100 * ticket['sparsity'].iloc[-1]:.0f}% sparse)")
+            if not dense_epochs.empty:
+                dense = dense_epochs[(dense_epochs["trial_id"] == trial_id) & (dense_epochs["phase"] == phase)]
+                if not dense.empty:
+                    dense = dense.sort_values("epoch")
+                    ax.plot(dense["epoch"], 100 * dense["val_robust_acc"], "--s", color=colour, markersize=3,
+                            linewidth=1.5, label=f"{trial_id} dense")
+        ax.set(xlabel="fine-tuning epoch", ylabel="validation robust accuracy (%)",
+               title=f"{phase.removeprefix(FINETUNE)} fine-tuning")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), title="solid: ticket, dashed: dense",
+                       title_fontsize=9)
+    _save(figure, path)
+    return (f"Validation robust accuracy per fine-tuning epoch of the {_n(len(best), 'best ticket')} by objective "
+            "(solid) and of the dense pre-trained network fine-tuned the same way (dashed, same colour), "
+            "per fine-tuning regime."), None
 
 
 def _pareto_front(points: np.ndarray) -> np.ndarray:
