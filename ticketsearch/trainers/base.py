@@ -7,7 +7,7 @@ stream swapped in around every epoch, and one attack object per threat model.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ticketsearch.core.attacks import build_attack
 from ticketsearch.core.data import DataBundle, prepare_data
@@ -26,7 +26,7 @@ class EpochTrainer:
     status: str
     # Epochs of a dense reference trained outside the trial's own epochs (the transfer trainer's shared
     # baseline); the IMP trainer's dense rounds are its own records, so it has none.
-    dense_records: list[EpochRecord] = []
+    dense_records: Sequence[EpochRecord] = ()
 
     @property
     def done(self) -> bool:
