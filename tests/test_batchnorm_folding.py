@@ -125,7 +125,7 @@ def test_training_with_folded_attacks_learns_the_same_and_keeps_masks_exact():
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         attack = build_attack(model, AttackConfig(kind="pgd", eps=0.1, steps=3), 10, "attack.train", fold_batchnorm=fold)
         shuffle = torch.Generator().manual_seed(0)
-        for epoch in range(5):
+        for _ in range(5):
             result = train_epoch(model, optimizer, digits.train_x, digits.train_y, batch_size=64, attack=attack,
                                  after_step=apply, lr_for_step=lambda step: 0.05, first_step=0, shuffle=shuffle,
                                  augmentation=Augmentation(0, False), augment_generator=None)

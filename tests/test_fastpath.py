@@ -35,7 +35,7 @@ def digits():
 def test_precision_resolves_per_device_and_bad_values_name_the_field():
     assert resolve_fastpath("auto", False, "cpu") == FP32  # no bf16 units on these CPUs: fp32
     assert resolve_fastpath("fp32", False, "cpu").autocast_dtype is None
-    assert resolve_fastpath("bf16", True, "cpu") == FastPath("cpu", torch.bfloat16, torch.channels_last, compile=True, fold_batchnorm=False)
+    assert resolve_fastpath("bf16", True, "cpu") == FastPath("cpu", torch.bfloat16, torch.channels_last, compile=True)
     with pytest.raises(UserError, match=r"^train\.precision: unknown precision 'fp16'; known: auto, fp32, bf16$"):
         resolve_fastpath("fp16", False, "cpu")
     with pytest.raises(UserError, match=r"train\.precision"):

@@ -44,9 +44,12 @@ class FastPath:
     autocast_dtype: torch.dtype | None = None  # torch.bfloat16, or None for plain fp32
     memory_format: torch.memory_format = torch.channels_last
     compile: bool = False
-    # Attack passes with each batch norm folded into its conv (core/batchnorm_folding.py). Off when
-    # compiled: the folding swaps module forwards per attack, which would re-trigger compilation.
-    fold_batchnorm: bool = True
+
+    @property
+    def fold_batchnorm(self) -> bool:
+        """Attack passes with each batch norm folded into its conv (core/batchnorm_folding.py). Not when
+        compiled: the folding swaps module forwards per attack, which would re-trigger compilation."""
+        return not self.compile
 
     def autocast(self) -> ContextManager:
         """The context the forward passes (attack and training) run in; backward runs outside it."""
@@ -88,4 +91,4 @@ def resolve_fastpath(precision: str, compile: bool, device: str | torch.device) 
     if cuda:
         torch.backends.cudnn.benchmark = True
     return FastPath(device_type=device.type, autocast_dtype=torch.bfloat16 if use_bf16 else None,
-                    memory_format=torch.channels_last, compile=compile, fold_batchnorm=not compile)
+                    memory_format=torch.channels_last, compile=compile)

@@ -311,9 +311,12 @@ def _plot_transfer_curves(path: Path, epochs: pd.DataFrame, dense_epochs: pd.Dat
                           top: int) -> tuple[str, str | None]:
     """Transfer searches: validation robust accuracy per fine-tuning epoch of the best tickets (solid)
     and of the dense baseline each is compared with (dashed), one panel per fine-tuning regime."""
-    best = [t for t in ranked["trial_id"] if t in set(epochs["trial_id"])][:top]
+    reported = set(epochs["trial_id"])
+    best = [t for t in ranked["trial_id"] if t in reported][:top]
     if not best:
         return "", "no transfer trial has reported an epoch yet."
+    if dense_epochs.empty:  # no trial has finished its dense comparison yet: no dashed curves
+        dense_epochs = epochs.iloc[0:0]
     phases = list(epochs.sort_values("global_epoch")["phase"].drop_duplicates())  # in the order they ran
     figure, axes = _figure(5.2 * len(phases) + 3, 4.6, columns=len(phases))
     colours = matplotlib.colormaps["tab10"].colors
@@ -324,12 +327,11 @@ def _plot_transfer_curves(path: Path, epochs: pd.DataFrame, dense_epochs: pd.Dat
                 continue
             ax.plot(ticket["epoch"], 100 * ticket["val_robust_acc"], "-o", color=colour, markersize=4, linewidth=2,
                     label=f"{trial_id} ticket ({100 * ticket['sparsity'].iloc[-1]:.0f}% sparse)")
-            if not dense_epochs.empty:
-                dense = dense_epochs[(dense_epochs["trial_id"] == trial_id) & (dense_epochs["phase"] == phase)]
-                if not dense.empty:
-                    dense = dense.sort_values("epoch")
-                    ax.plot(dense["epoch"], 100 * dense["val_robust_acc"], "--s", color=colour, markersize=3,
-                            linewidth=1.5, label=f"{trial_id} dense")
+            dense = dense_epochs[(dense_epochs["trial_id"] == trial_id) & (dense_epochs["phase"] == phase)]
+            if not dense.empty:
+                dense = dense.sort_values("epoch")
+                ax.plot(dense["epoch"], 100 * dense["val_robust_acc"], "--s", color=colour, markersize=3,
+                        linewidth=1.5, label=f"{trial_id} dense")
         ax.set(xlabel="fine-tuning epoch", ylabel="validation robust accuracy (%)",
                title=f"{phase.removeprefix(FINETUNE)} fine-tuning")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
