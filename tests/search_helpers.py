@@ -46,6 +46,28 @@ def epochs_recorded(out: Path) -> int:
         return 0
 
 
+def trial_worker_pids(driver_pid: int) -> list[int]:
+    """Pids of the Ray workers running a trial under `driver_pid` (Linux /proc): Ray names them
+    `ray::ImplicitFunc...`. Found from the process tree, not from Tune's result.json, which reaches the
+    storage path only when Tune next syncs its driver staging directory."""
+    def parent(pid: str) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+                continue
+            ancestor = parent(pid)
+            while ancestor not in (0, 1, driver_pid):
+                ancestor = parent(str(ancestor))
+        except (OSError, ValueError, IndexError):  # the process ended while we looked
+            continue
+        if ancestor == driver_pid:
+            found.append(int(pid))
+    return found
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -15,7 +15,8 @@ from ticketsearch.search.space import make_searcher, param_space
 from ticketsearch.spec import load_spec
 from ticketsearch.trainers import create_trainer
 
-from search_helpers import assert_each_epoch_once, epochs_recorded, search_spec, start_search, wait_for
+from search_helpers import (assert_each_epoch_once, epochs_recorded, search_spec, start_search, trial_worker_pids,
+                            wait_for)
 
 TIMING = {"epoch_seconds", "eval_seconds", "examples_per_second"}
 
@@ -132,13 +133,13 @@ def test_trial_killed_mid_epoch_continues_from_its_checkpoint(tmp_path):
     process = start_search(spec_path, out)
     try:
         wait_for(lambda: epochs_recorded(out) >= 2, 180, "two epochs")
-        (result_json,) = (out / "ray" / "tune").glob("*/result.json")
-        pid = json.loads(result_json.read_text().splitlines()[-1])["pid"]
+        (pid,) = trial_worker_pids(process.pid)
         os.kill(pid, signal.SIGKILL)  # the trial's worker dies mid-epoch
         assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+    (result_json,) = (out / "ray" / "tune").glob("*/result.json")  # synced to storage by the search's end
     pids = {json.loads(line)["pid"] for line in result_json.read_text().splitlines()}
     assert pid in pids and len(pids) >= 2, "the trial did not restart in a new worker"
     trials = pd.read_parquet(out / "trials.parquet")
