@@ -133,3 +133,36 @@ WRITERS = {
     "mnist": write_mnist,
     "fashion_mnist": write_fashion_mnist,
 }
+
+
+def imagenet_wnid(ilsvrc_id: int) -> str:
+    """A made-up WordNet id whose sorted order reverses the ILSVRC id order: torchvision's index of
+    ILSVRC id k is then 1000 - k, so a loader that forgets to renumber is caught."""
+    return f"n{1000 - ilsvrc_id:08d}"
+
+
+def write_downsampled_imagenet(root: Path, size: int = 16, n_train: int = 60, n_test: int = 20,
+                               classes: int = 5, npz: bool = False, seed: int = 0) -> Written:
+    """imagenet{size}/: train_data_batch_1..10, val_data ({"data": N x 3*S*S planar rows, "labels":
+    ILSVRC ids 1..1000, "mean"}, pickles or .npz) and map_clsloc.txt. Images use the first `classes`
+    ILSVRC ids; the returned labels are in torchvision's order (1000 - id)."""
+    rng = np.random.default_rng(seed)
+    train_x, train_y = _images(rng, n_train, 3, size, classes)
+    test_x, test_y = _images(rng, n_test, 3, size, classes)
+    folder = Path(root) / f"imagenet{size}"
+    folder.mkdir(parents=True, exist_ok=True)
+    mean = train_x.reshape(n_train, -1).mean(axis=0)
+
+    def save(name: str, x: np.ndarray, y: np.ndarray) -> None:
+        batch = {"data": x.reshape(len(y), -1), "labels": (y + 1).tolist(), "mean": mean}
+        if npz:
+            np.savez(folder / f"{name}.npz", **batch)
+        else:
+            _pickle(folder / name, batch)
+
+    for i, part in enumerate(np.array_split(np.arange(n_train), 10), start=1):
+        save(f"train_data_batch_{i}", train_x[part], train_y[part])
+    save("val_data", test_x, test_y)
+    (folder / "map_clsloc.txt").write_text(
+        "".join(f"{imagenet_wnid(k)} {k} class_{k}\n" for k in range(1, 1001)))
+    return Written(train_x, 1000 - (train_y + 1), test_x, 1000 - (test_y + 1))

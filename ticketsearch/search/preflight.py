@@ -123,11 +123,11 @@ def probe_node(marker: str, token: str, datasets: list[tuple[str, str, bool]]) -
         return (f"cannot read the checkpoint storage {_storage_of(marker)} that the driver wrote ({found}); "
                 "on a cluster every node must reach it: pass --storage with a path every node mounts (NFS) "
                 "or an s3:// / gs:// URI (see cluster/README.md)")
-    from ticketsearch.core.data import load_raw
+    from ticketsearch.core.data import check_raw
 
     for dataset, root, download in datasets:
         try:
-            load_raw(dataset, root, download)
+            check_raw(dataset, root, download)
         except UserError as error:
             return f"cannot load data set {dataset}: {error}"
     return ""

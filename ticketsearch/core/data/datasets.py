@@ -1,8 +1,9 @@
 """Data set descriptions, the raw uint8 tensors they load to, and the `DATASETS` registry.
 
 The sources themselves live in `torchvision_sets.py` (CIFAR-10/100, SVHN, MNIST, Fashion-MNIST read
-by torchvision's own parsers) and `digits.py` (scikit-learn's handwritten digits, offline);
-importing `ticketsearch.core.data` registers them all.
+by torchvision's own parsers), `downsampled_imagenet.py` (ImageNet at 16, 32 or 64 px) and
+`digits.py` (scikit-learn's handwritten digits, offline); importing `ticketsearch.core.data`
+registers them all.
 """
 
 from __future__ import annotations
@@ -74,3 +75,15 @@ def load_raw(name: str, root: str | Path, download: bool = True) -> RawDataset:
     """
     source = DATASETS.get(name, field="data.dataset")
     return source.load(Path(root).expanduser(), download)
+
+
+def check_raw(name: str, root: str | Path, download: bool = True) -> None:
+    """Raise what `load_raw` would for a data set that is absent or unreadable, as cheaply as the
+    source allows: a source with a `check` method (one too large to read just to check) runs that,
+    any other is loaded (downloading where allowed)."""
+    source = DATASETS.get(name, field="data.dataset")
+    check = getattr(source, "check", None)
+    if check is not None:
+        check(Path(root).expanduser(), download)
+    else:
+        source.load(Path(root).expanduser(), download)
