@@ -124,6 +124,23 @@ def test_imp_on_the_source_rewinds_to_the_pretrained_weights(source_model, tmp_p
     assert all(torch.equal(m, again.mask.tensors[n]) for n, m in trainer.mask.tensors.items())
 
 
+def test_imp_paths_of_different_depths_share_their_common_rounds(source_model, tmp_path):
+    def imp(rounds, cache_dir):
+        config = transfer_config({"file": source_model["file"]},
+                                 **{"transfer.ticket": "imp", "prune.rounds": rounds, "prune.find_epochs": 1})
+        return run(config, cache_dir=cache_dir)[0]
+
+    alone = imp(3, None)  # no cache: every round computed in this trial
+    one = imp(1, tmp_path)
+    three = imp(3, tmp_path)
+    assert three.summary()["imp_rounds_reused"] == 1 and not three.summary()["imp_reused"]
+    assert all(torch.equal(m, alone.mask.tensors[n]) for n, m in three.mask.tensors.items())
+    two = imp(2, tmp_path)  # wholly inside the 3-round path
+    assert two.summary()["imp_reused"] and two.summary()["imp_rounds_reused"] == 2
+    assert two.sparsity == pytest.approx(1 - 0.4 ** 2, abs=1e-3) and one.sparsity == pytest.approx(0.6, abs=1e-3)
+    assert all(bool((three.mask.tensors[n] <= m).all()) for n, m in two.mask.tensors.items())  # nested masks
+
+
 def test_dense_baseline_is_computed_once_for_a_shared_setting(source_model, tmp_path):
     first, _ = run(transfer_config({"file": source_model["file"]}), cache_dir=tmp_path)
     second, _ = run(transfer_config({"file": source_model["file"]}, **{"prune.ratio": 0.8}), cache_dir=tmp_path)

@@ -12,9 +12,9 @@ ticket is tested once at its end.
 
 The reference is the dense pre-trained network fine-tuned the same way. The ticket is a double win
 when, under every regime, its standard and robust accuracy are each within `transfer.tolerance` of
-the dense network's. Work that trials share (pre-training, IMP on the source task, the dense
-baseline) is computed once per distinct setting through `shared_cache`, keyed by exactly what it
-depends on; it is not counted among a trial's epochs (its records stay in the cache files).
+the dense network's. Work that trials share (pre-training, each round of IMP on the source task, the
+dense baseline) is computed once per distinct setting through `shared_cache`, keyed by exactly what
+it depends on; it is not counted among a trial's epochs (its records stay in the cache files).
 
 Drive it like `IMPTrainer`: iterate, `state_dict()` between records, `TransferTrainer(config,
 state=...)` to continue. It never imports Ray.
@@ -301,10 +301,11 @@ class TransferTrainer(EpochTrainer):
             return self._ticket_from_files(model)
         weights = self._prunable(model)
         if transfer.ticket == "imp":
-            value, reused = shared_value(self.cache_dir, "imp", self._imp_key(), lambda: self._imp_on_source(pretrained))
-            records = value["records"]
-            return Mask.from_state_dict(value["mask"], weights), prune.rounds, {
-                "find_seconds": sum(r["epoch_seconds"] for r in records), "imp_reused": reused,
+            mask_state, records, reused = self._imp_on_source(pretrained)
+            mask = Mask.ones(weights) if mask_state is None else Mask.from_state_dict(mask_state, weights)
+            return mask, prune.rounds, {
+                "find_seconds": sum(r["epoch_seconds"] for r in records),
+                "imp_reused": reused == prune.rounds, "imp_rounds_reused": reused,
                 "source_val_clean_acc": records[-1]["val_clean_acc"] if records else NAN,
                 "source_val_robust_acc": records[-1]["val_robust_acc"] if records else NAN}
         oneshot = magnitude_prune(weights, Mask.ones(weights), prune.sparsity_after(prune.rounds), prune.scope)
@@ -333,9 +334,29 @@ class TransferTrainer(EpochTrainer):
         rounds = int(manifest.get("config", {}).get("prune", {}).get("rounds", 0))
         return mask, rounds, {"ticket_sparsity_in_source": float(manifest.get("sparsity", NAN))}
 
-    def _imp_on_source(self, pretrained: dict[str, Tensor]) -> dict[str, Any]:
-        """IMP on the source task from the pre-trained weights, rewinding to them every round."""
-        config, prune, transfer = self.config, self.config.prune, self.config.transfer
+    def _imp_on_source(self, pretrained: dict[str, Tensor]) -> tuple[dict[str, Tensor] | None, list[dict], int]:
+        """IMP on the source task from the pre-trained weights, rewinding to them every round: (the mask
+        after prune.rounds rounds, None for no round; every round's records; how many rounds came from
+        the cache). Each round is a shared value of its own, keyed by the rounds before it, so trials
+        that prune to different depths share the rounds they have in common: a grid over sparsity
+        costs one IMP path, not one per sparsity."""
+        mask_state, records, reused = None, [], 0
+        work: list[tuple[DataBundle, ImageClassifier, dict[str, nn.Parameter]]] = []  # built on first need
+
+        def compute(round_: int, before: dict[str, Tensor] | None) -> dict[str, Any]:
+            if not work:
+                work.append(self._imp_setup(pretrained))
+            return self._imp_round(*work[0], pretrained, before, round_)
+
+        for round_ in range(self.config.prune.rounds):
+            value, was_reused = shared_value(self.cache_dir, "imp", self._imp_key(round_),
+                                             lambda r=round_, before=mask_state: compute(r, before))
+            mask_state, records, reused = value["mask"], records + value["records"], reused + was_reused
+        return mask_state, records, reused
+
+    def _imp_setup(self, pretrained: dict[str, Tensor]) -> tuple[DataBundle, ImageClassifier, dict[str, nn.Parameter]]:
+        """(source task on the device, the source network, its prunable weights)."""
+        transfer = self.config.transfer
         source = load_task(transfer.source).to(self.device)
         channels, classes = state_shape(pretrained)
         if classes != source.info.num_classes:
@@ -344,31 +365,37 @@ class TransferTrainer(EpochTrainer):
         model = self._new_model(classes, channels)
         model.load_state_dict(pretrained)
         model = model.to(self.device, memory_format=self.fastpath.memory_format)
-        weights = self._prunable(model)
-        mask, records = Mask.ones(weights), []
-        train = config.train
-        # Its own random stream: the value is shared, so it must not depend on who computes it.
+        return source, model, self._prunable(model)
+
+    def _imp_round(self, source: DataBundle, model: ImageClassifier, weights: dict[str, nn.Parameter],
+                   pretrained: dict[str, Tensor], before: dict[str, Tensor] | None, round_: int) -> dict[str, Any]:
+        """One IMP round: rewind to the pre-trained weights under the mask `before`, train, prune."""
+        config, prune, train = self.config, self.config.prune, self.config.train
+        mask = Mask.ones(weights) if before is None else Mask.from_state_dict(before, weights)
+        # Its own random stream, seeded by the round alone: the value is shared, so it must not depend
+        # on who computes it or on which earlier rounds came from the cache.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(train.seed)
-            for round_ in range(prune.rounds):
-                model.load_state_dict(pretrained)
-                apply = MaskApplier(weights, mask)
-                apply()
-                optimizer = _sgd(model, prune.find_lr or train.lr, train.momentum, train.weight_decay, train.nesterov)
-                records += run_epochs(model, optimizer, source, config, phase="find", round_=round_,
-                                      sparsity=mask.sparsity(), regime=prune.find_with or NATURAL,
-                                      epochs=config.find_epochs, lr=prune.find_lr or train.lr, schedule=train.schedule,
-                                      batch_size=train.batch_size, after_step=apply, seed=train.seed + round_,
-                                      fastpath=self.fastpath)
-                mask = magnitude_prune(weights, mask, prune.ratio, prune.scope)
+            torch.manual_seed(train.seed + round_)
+            model.load_state_dict(pretrained)
+            apply = MaskApplier(weights, mask)
+            apply()
+            optimizer = _sgd(model, prune.find_lr or train.lr, train.momentum, train.weight_decay, train.nesterov)
+            records = run_epochs(model, optimizer, source, config, phase="find", round_=round_,
+                                 sparsity=mask.sparsity(), regime=prune.find_with or NATURAL,
+                                 epochs=config.find_epochs, lr=prune.find_lr or train.lr, schedule=train.schedule,
+                                 batch_size=train.batch_size, after_step=apply, seed=train.seed + round_,
+                                 fastpath=self.fastpath)
+            mask = magnitude_prune(weights, mask, prune.ratio, prune.scope)
         return {"mask": mask.state_dict(), "records": [r.as_dict() for r in records]}
 
-    def _imp_key(self) -> dict[str, Any]:
+    def _imp_key(self, round_: int) -> dict[str, Any]:
+        """What IMP's round `round_` (0-based) depends on: everything IMP reads except prune.rounds."""
         c = self.config
         t = c.train
         return {"pretrained": self._pretrained_key(), "source": c.transfer.source.model_dump(mode="json"),
                 "model": c.model.model_dump(mode="json"),
-                "prune": c.prune.model_dump(mode="json", exclude={"control"}), "prune_linear": c.transfer.prune_linear,
+                "prune": c.prune.model_dump(mode="json", exclude={"control", "rounds"}), "round": round_,
+                "prune_linear": c.transfer.prune_linear,
                 "epochs": c.find_epochs, "lr": c.prune.find_lr or t.lr,
                 "train": t.model_dump(mode="json", exclude={"epochs", "lr", "test_examples"}),
                 "eval": c.attack.eval.model_dump(mode="json")}
