@@ -265,7 +265,7 @@ def test_offline_transfer_search_end_to_end(tmp_path):
     out = tmp_path / "run"
     spec = Path(__file__).parent.parent / "searches" / "digits-double-win.yaml"
     code = main(["run", str(spec), "--out", str(out), "--num-cpus", "2",
-                 "--set", "train.epochs=1", "--set", "train.lr=0.05", "--set", "prune.ratio={grid: [0.5, 0.8]}",
+                 "--set", "train.epochs=1", "--set", "train.lr=0.05", "--set", "prune.rounds={grid: [1, 2]}",
                  "--set", "prune.find_epochs=1", "--set", "transfer.pretrained.pretrain.epochs=2",
                  "--set", "attack.eval.pgd.steps=5", "--set", "train.eval_examples=60"])
     assert code == 0
@@ -277,6 +277,8 @@ def test_offline_transfer_search_end_to_end(tmp_path):
     # One dense baseline per fraction, shared by the two sparsities; one pre-training for all.
     assert trials["dense_reused"].sum() == 2
     assert len(list((out / "cache").glob("dense-*.pt"))) == 2 and len(list((out / "cache").glob("pretrain-*.pt"))) == 1
+    # One IMP path of 2 rounds for all four trials: of their 1 + 2 + 1 + 2 rounds, only 2 were computed.
+    assert len(list((out / "cache").glob("imp-*.pt"))) == 2 and trials["imp_rounds_reused"].sum() == 4
     assert len(epochs) == 4 * 2 and set(epochs["phase"]) == {"finetune_standard", "finetune_adversarial"}
     assert trials["objective"].equals(trials["double_win_margin"])
     # Each trial's dense baseline, epoch by epoch beside its own: the same phases and epochs, and the
