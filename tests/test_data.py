@@ -24,7 +24,7 @@ from ticketsearch.core.data import (
     stratified_subset,
     to_float,
 )
-from ticketsearch.core.data import torchvision_sets
+from ticketsearch.core.data import bundle, torchvision_sets
 from ticketsearch.errors import UserError
 
 ON_DISK = sorted(WRITERS)
@@ -241,6 +241,14 @@ def test_prepare_data_val_fixed_across_fractions(cifar_root):
     assert len(full.test_y) == 30 and full.train_x.dtype == torch.uint8
     other_seed = prepare_data("cifar10", str(cifar_root), val_split=0.2, fraction=1.0, split_seed=1)
     assert not torch.equal(other_seed.val_x, full.val_x)
+
+
+def test_large_raw_sets_are_not_kept(cifar_root, monkeypatch):
+    # A worker keeps small raw sets between trials; a large one (ImageNet) would be held twice.
+    monkeypatch.setattr(bundle, "LOAD_CACHE_MAX_BYTES", 300 * 3072 - 1)  # just under this CIFAR copy
+    first = prepare_data("cifar10", str(cifar_root), val_split=0.2, fraction=1.0)
+    again = prepare_data("cifar10", str(cifar_root), val_split=0.2, fraction=1.0)
+    assert not load_cache and torch.equal(first.train_x, again.train_x) and torch.equal(first.val_y, again.val_y)
 
 
 def test_prepare_data_errors_name_fields(cifar_root):
