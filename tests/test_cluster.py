@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -46,6 +47,12 @@ def cluster(tmp_path_factory):
     worker's HOME is empty (a node whose data root was never prepared)."""
     # As run_search does before it imports Ray: workers start from this environment, not through `uv run`.
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    # Ray's token authentication looks for ~/.ray/auth_token, and these nodes have HOMEs of their own.
+    # An embedded `ray.init()` earlier in this process (another test's search) turns token mode on for
+    # the whole process when this machine has a token; the nodes must then find the same token.
+    token = Path.home() / ".ray" / "auth_token"
+    if token.is_file():
+        os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(token))
     from ray._common.utils import reset_ray_address
     from ray.cluster_utils import Cluster
 
