@@ -13,8 +13,9 @@ from fake_datasets import imagenet_wnid, write_downsampled_imagenet
 from ticketsearch.core.data import check_raw, load_raw, prepare_data
 from ticketsearch.core.models import create_model
 from ticketsearch.errors import UserError
-from ticketsearch.spec import validate_trial
 from ticketsearch.trainers import create_trainer
+
+from test_transfer import transfer_config
 
 
 @pytest.mark.parametrize("size,npz", [(16, False), (32, True), (64, False)])
@@ -94,17 +95,10 @@ def test_imp_on_downsampled_imagenet_from_1000_class_weights(tmp_path):
     model = create_model("small_cnn", width=0.25, num_classes=1000, in_channels=3,
                          mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     torch.save(model.state_dict(), weights)
-    config = validate_trial({
-        "name": "imagenet-source", "trainer": "transfer",
-        "data": {"dataset": "digits", "classes": [5, 6, 7], "val_split": 60},
-        "model": {"arch": "small_cnn", "width": 0.25},
-        "train": {"epochs": 1, "batch_size": 32, "lr": 0.05, "eval_examples": 60, "schedule": "constant"},
-        "attack": {"train": {"pgd": {"eps": 0.1, "alpha": 0.05, "steps": 2}},
-                   "eval": {"pgd": {"eps": 0.1, "alpha": 0.03, "steps": 5}}},
-        "prune": {"ratio": 0.5, "rounds": 2, "find_epochs": 1},
-        "transfer": {"pretrained": {"file": str(weights)}, "ticket": "imp", "finetune": ["standard"],
-                     "source": {"dataset": "imagenet16", "root": str(tmp_path), "val_split": 12}},
-    })
+    config = transfer_config({"file": str(weights)}, **{
+        "transfer.ticket": "imp", "transfer.finetune": ["standard"],
+        "transfer.source": {"dataset": "imagenet16", "root": str(tmp_path), "val_split": 12},
+        "prune.ratio": 0.5, "prune.rounds": 2, "prune.find_epochs": 1})
     trainer = create_trainer(config, cache_dir=tmp_path / "cache")
     records = list(trainer)
     assert [r.phase for r in records] == ["finetune_standard"]
