@@ -22,6 +22,7 @@ state=...)` to continue. It never imports Ray.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -305,7 +306,7 @@ class TransferTrainer(EpochTrainer):
             mask = Mask.ones(weights) if mask_state is None else Mask.from_state_dict(mask_state, weights)
             return mask, prune.rounds, {
                 "find_seconds": sum(r["epoch_seconds"] for r in records),
-                "imp_reused": reused == prune.rounds, "imp_rounds_reused": reused,
+                "imp_reused": prune.rounds > 0 and reused == prune.rounds, "imp_rounds_reused": reused,
                 "source_val_clean_acc": records[-1]["val_clean_acc"] if records else NAN,
                 "source_val_robust_acc": records[-1]["val_robust_acc"] if records else NAN}
         oneshot = magnitude_prune(weights, Mask.ones(weights), prune.sparsity_after(prune.rounds), prune.scope)
@@ -341,16 +342,11 @@ class TransferTrainer(EpochTrainer):
         that prune to different depths share the rounds they have in common: a grid over sparsity
         costs one IMP path, not one per sparsity."""
         mask_state, records, reused = None, [], 0
-        work: list[tuple[DataBundle, ImageClassifier, dict[str, nn.Parameter]]] = []  # built on first need
-
-        def compute(round_: int, before: dict[str, Tensor] | None) -> dict[str, Any]:
-            if not work:
-                work.append(self._imp_setup(pretrained))
-            return self._imp_round(*work[0], pretrained, before, round_)
-
+        setup = functools.cache(lambda: self._imp_setup(pretrained))  # data and network: only if a round runs here
         for round_ in range(self.config.prune.rounds):
-            value, was_reused = shared_value(self.cache_dir, "imp", self._imp_key(round_),
-                                             lambda r=round_, before=mask_state: compute(r, before))
+            value, was_reused = shared_value(
+                self.cache_dir, "imp", self._imp_key(round_),
+                lambda r=round_, before=mask_state: self._imp_round(*setup(), pretrained, before, r))
             mask_state, records, reused = value["mask"], records + value["records"], reused + was_reused
         return mask_state, records, reused
 
