@@ -52,7 +52,8 @@ class RawDataset:
 
 
 class DatasetSource(Protocol):
-    """A registered data set: its description and a loader."""
+    """A registered data set: its description and a loader. A source too large to read just to see
+    whether a node has it may also have `check(root, download)`, which `check_raw` prefers."""
 
     info: DatasetInfo
 
