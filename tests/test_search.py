@@ -75,12 +75,9 @@ def test_search_seed_makes_sampled_configs_reproducible(tmp_path):
 
 
 def test_driver_killed_mid_search_resumes_with_every_epoch_once(tmp_path):
-    # Every checkpoint kept: Tune deletes a trial's older checkpoints as new ones arrive but records the
-    # latest in its experiment state only in snapshots, so a driver killed between the two can leave the
-    # state naming a deleted checkpoint (that trial then errors on resume; see the README). With epochs
-    # of a fraction of a second this happens often enough to make the test flaky, and it is Tune's race,
-    # not what this test checks.
-    spec_path = search_spec(tmp_path, **{"search.num_samples": 5, "search.keep_checkpoints": 100})
+    # Epochs of a fraction of a second and 2 checkpoints kept: with Tune deleting checkpoints itself,
+    # the kill often left its last snapshot naming a deleted one (CheckpointRetention's reason).
+    spec_path = search_spec(tmp_path, **{"search.num_samples": 5})
     out = tmp_path / "out"
     process = start_search(spec_path, out)
     try:
@@ -93,7 +90,7 @@ def test_driver_killed_mid_search_resumes_with_every_epoch_once(tmp_path):
     before = pd.read_parquet(out / "epochs")
     assert main(["run", str(spec_path), "--out", str(out), "--resume", "--num-cpus", "2"]) == 0
     trials = pd.read_parquet(out / "trials.parquet")
-    assert len(trials) == 5 and set(trials["status"]) <= {"completed", "early-stopped"}
+    assert len(trials) == 5 and set(trials["status"]) <= {"completed", "early-stopped"}, trials.get("error")
     epochs = assert_each_epoch_once(out)
     # What was recorded before the kill is still there, unchanged or re-reported identically, except the
     # records of trials Tune lost: those are set aside (their configs ran again under new ids).

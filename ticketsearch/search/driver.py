@@ -42,6 +42,7 @@ def run_search(
     from ray import tune
     from ray.tune.search import Searcher
 
+    from ticketsearch.search.checkpoint_retention import CheckpointRetention
     from ticketsearch.search.preflight import check_cluster, experiment_path, resolve_storage
     from ticketsearch.search.results_callback import ResultsCallback
     from ticketsearch.search.space import OBJECTIVE, check_search, make_scheduler, make_searcher, param_space
@@ -80,8 +81,9 @@ def run_search(
         run_config = tune.RunConfig(
             name=EXPERIMENT,
             storage_path=storage,
-            callbacks=[ResultsCallback(out, spec)],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=config.search.keep_checkpoints),
+            callbacks=[ResultsCallback(out, spec), CheckpointRetention(config.search.keep_checkpoints)],
+            # Tune keeps every checkpoint; CheckpointRetention deletes them when no snapshot can name them.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             failure_config=tune.FailureConfig(max_failures=config.search.max_failures),
             progress_reporter=reporter,
             verbose=verbose,
