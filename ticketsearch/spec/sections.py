@@ -296,7 +296,9 @@ class SearchSection(Section):
     )
     seed: int = 0
     max_failures: int = Field(2, ge=0)  # retries of a trial that fails (a lost node, an error)
-    keep_checkpoints: int = Field(2, ge=1)  # per trial
+    # Per trial, at the end of a search; while it runs, checkpoints stay until no experiment snapshot
+    # can name them (search/checkpoint_retention.py).
+    keep_checkpoints: int = Field(2, ge=1)
     keep_tickets: int = Field(3, ge=0)  # ticket files written for the best trials (by objective)
 
 
