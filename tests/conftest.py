@@ -3,6 +3,9 @@
 import pytest
 import torch
 
+# First, before any test module imports Ray: ticketsearch/search/__init__.py sets the environment Ray
+# reads when it loads (under `uv run`, Ray would otherwise copy this checkout, .venv included, into
+# every embedded session).
 from ticketsearch.search.driver import run_search
 from ticketsearch.spec import load_spec
 

@@ -45,8 +45,6 @@ if any(arg.endswith("default_worker.py") for arg in sys.argv):  # Ray workers on
 def cluster(tmp_path_factory):
     """(Cluster, [worker nodes]); the head and the first worker see ~/tsdata/MNIST, the second
     worker's HOME is empty (a node whose data root was never prepared)."""
-    # As run_search does before it imports Ray: workers start from this environment, not through `uv run`.
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     # Ray's token authentication looks for ~/.ray/auth_token, and these nodes have HOMEs of their own.
     # An embedded `ray.init()` earlier in this process (another test's search) turns token mode on for
     # the whole process when this machine has a token; the nodes must then find the same token.

@@ -3,17 +3,13 @@ validate_config, the KubeRay manifest against the fields KubeRay requires, the s
 and none of them opens the dashboard to the world."""
 
 import copy
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-# Ray reads this when first imported, and tests collected after this module start embedded Rays whose
-# workers must not go through `uv run` (run_search sets it too, but only if Ray is not yet imported).
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-from ray.autoscaler._private.util import prepare_config, validate_config  # noqa: E402
+from ray.autoscaler._private.util import prepare_config, validate_config
 
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
 LAUNCHER_CONFIGS = ["aws-gpu.yaml", "local.yaml"]

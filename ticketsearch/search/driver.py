@@ -33,12 +33,7 @@ def run_search(
     echo: Callable[[str], Any] = print,
     verbose: int = 1,
 ) -> dict[str, Any]:
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic live trial table (CLIReporter)
-    # A checkpoint every epoch is the point (a lost node costs at most the epoch in flight): no warning.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Ray would start workers through `uv run` when the driver was; the project's venv is already active.
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    import ray
+    import ray  # after ticketsearch/search/__init__.py set Ray's environment
     from ray import tune
     from ray.tune.search import Searcher
 
