@@ -141,9 +141,12 @@ def test_trial_killed_mid_epoch_continues_from_its_checkpoint(tmp_path):
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    (result_json,) = (out / "ray" / "tune").glob("*/result.json")  # synced to storage by the search's end
+    # Results after the kill came from another process. (Whether the killed worker's own lines are in
+    # result.json depends on Tune having synced the file before the kill: on a restart Tune replaces
+    # the file with the synced copy.)
+    (result_json,) = (out / "ray" / "tune").glob("*/result.json")
     pids = {json.loads(line)["pid"] for line in result_json.read_text().splitlines()}
-    assert pid in pids and len(pids) >= 2, "the trial did not restart in a new worker"
+    assert pids - {pid}, "the trial did not restart in a new worker"
     trials = pd.read_parquet(out / "trials.parquet")
     assert list(trials["status"]) == ["completed"]
     epochs = assert_each_epoch_once(out)
