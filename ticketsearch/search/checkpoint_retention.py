@@ -27,8 +27,9 @@ from ray import tune
 
 logger = logging.getLogger(__name__)
 
-# Seconds. Tune snapshots at least every max(10 s, 19 x the time one snapshot takes), so this holds
-# while a snapshot takes under 15 s; longer only costs the disk of the checkpoints it keeps.
+# Seconds. Tune snapshots at least every max(10 s, 19 x the time one snapshot takes), so the guarantee
+# holds while a snapshot takes under 15 s; slower snapshots (huge experiments on slow object stores)
+# would need a longer lag, at the cost of the disk of the checkpoints it keeps.
 SNAPSHOT_LAG_S = 300.0
 
 
