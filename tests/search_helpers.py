@@ -31,6 +31,17 @@ def search_spec(tmp_path: Path, name: str = "search.yaml", **values) -> Path:
     return path
 
 
+def corrupt_mnist(root: Path, n_train: int = 60) -> Path:
+    """MNIST whose label files are whole and whose training images are cut short: the checks made
+    before a search (sizes read from the labels) pass, and every trial on it fails loading its images."""
+    from fake_datasets import write_mnist
+
+    write_mnist(root, n_train=n_train, n_test=20)
+    images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+    return root
+
+
 def start_search(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
     """`ticketsearch run` in its own process group, so a test can kill it and its Ray with it."""
     return subprocess.Popen(

@@ -15,8 +15,8 @@ from ticketsearch.search.space import make_searcher, param_space
 from ticketsearch.spec import load_spec
 from ticketsearch.trainers import create_trainer
 
-from search_helpers import (assert_each_epoch_once, epochs_recorded, search_spec, start_search, trial_worker_pids,
-                            wait_for)
+from search_helpers import (assert_each_epoch_once, corrupt_mnist, epochs_recorded, search_spec, start_search,
+                            trial_worker_pids, wait_for)
 
 TIMING = {"epoch_seconds", "eval_seconds", "examples_per_second"}
 
@@ -160,16 +160,16 @@ def test_errors_and_divergence_are_recorded_and_the_search_goes_on(tmp_path):
                    "seed": 0, "max_failures": 0},
         "model.width": 0.25, "train.lr": {"grid": [0.05, 1e12]}, "prune.ratio": 0.5, "prune.rounds": 0,
         "attack.train": "natural", "train.epochs": 2,
-        # 0.2% of digits leaves most classes without an example: the trial fails when it loads its data
-        "data.fraction": {"grid": [1.0, 0.002]}})
+        # images cut short (the checks before the search read only labels): the trial fails loading them
+        "data.dataset": {"grid": ["digits", "mnist"]}, "data.root": str(corrupt_mnist(tmp_path / "data", 400))})
     out = tmp_path / "out"
     run_search(load_spec(spec_path), out=out, num_cpus=2, verbose=0)
-    trials = pd.read_parquet(out / "trials.parquet").set_index(["config.data.fraction", "config.train.lr"])
-    assert trials.loc[(1.0, 0.05), "status"] == "completed"
-    assert trials.loc[(1.0, 1e12), "status"] == "diverged"
+    trials = pd.read_parquet(out / "trials.parquet").set_index(["config.data.dataset", "config.train.lr"])
+    assert trials.loc[("digits", 0.05), "status"] == "completed"
+    assert trials.loc[("digits", 1e12), "status"] == "diverged"
     for lr in (0.05, 1e12):
-        assert trials.loc[(0.002, lr), "status"] == "error"
-        assert "data.fraction" in trials.loc[(0.002, lr), "error"]
+        assert trials.loc[("mnist", lr), "status"] == "error"
+        assert "could not read the train split of mnist" in trials.loc[("mnist", lr), "error"]
 
 
 def test_bad_search_input(tmp_path, capsys):

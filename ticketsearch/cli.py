@@ -91,11 +91,11 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 def _validate(args: argparse.Namespace) -> int:
     import yaml
 
+    from ticketsearch.pretrial import check_before_trials
     from ticketsearch.spec import load_spec, parse_overrides
-    from ticketsearch.trainers import check_config
 
     spec = load_spec(args.spec, parse_overrides(args.set))
-    check_config(spec.default_trial)
+    check_before_trials(spec)
     print(f"spec {spec.source}: valid (name {spec.name}, spec hash {spec.content_hash()})")
     if spec.space:
         print("search space:")
@@ -107,10 +107,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ticketsearch.spec import load_spec, parse_overrides
+    from ticketsearch.pretrial import check_before_trials
     from ticketsearch.single_trial import run_one_trial
+    from ticketsearch.spec import load_spec, parse_overrides
 
     spec = load_spec(args.spec, parse_overrides(args.set))
+    check_before_trials(spec)
     run_one_trial(spec.default_trial, out=args.out, device=args.device, threads=args.threads,
                   resume=args.resume, echo=print)
     return 0
@@ -121,9 +123,9 @@ def _run(args: argparse.Namespace) -> int:
     from ticketsearch.spec import load_spec, parse_overrides
 
     spec = load_spec(args.spec, parse_overrides(args.set))
-    run_search(spec, out=args.out, address=args.address, resume=args.resume, num_cpus=args.num_cpus,
-               storage=args.storage, echo=print)
-    return 0
+    summary = run_search(spec, out=args.out, address=args.address, resume=args.resume, num_cpus=args.num_cpus,
+                         storage=args.storage, echo=print)
+    return 1 if summary["failed"] else 0  # the summary's last line said why
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -164,7 +166,7 @@ def _note_partial(results) -> None:
     for problem in results.problems:
         print(f"ticketsearch: warning: {problem}", file=sys.stderr)
     if not results.finished:
-        print(f"ticketsearch: note: {results.out} is still running or was interrupted: partial results", file=sys.stderr)
+        print(f"ticketsearch: note: {results.state_note()}", file=sys.stderr)
 
 
 if __name__ == "__main__":

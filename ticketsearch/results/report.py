@@ -197,7 +197,7 @@ def _header(results: SearchResults, trials: pd.DataFrame, metric: str, mode: str
     if results.finished:
         state = f"finished {_time(search.get('ended'))}" if search else "finished"
     else:
-        state = f"**still running: partial results** (as of {_time(datetime.now(UTC).timestamp())})"
+        state = f"**{results.state_note()}** (as of {_time(datetime.now(UTC).timestamp())})"
     lines = [f"# Report: {name}", ""]
     if search:
         lines.append(f"- spec hash: `{search.get('spec_hash', '–')}`; started {_time(search.get('started'))}")

@@ -8,8 +8,12 @@ file (a disk error, a copy cut short) is skipped with a warning naming it, and t
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,39 @@ class SearchResults:
             return self.search.get("ended") is not None
         return bool(len(self.trials)) and (self.trials["status"] != "running").all()
 
+    @property
+    def interrupted(self) -> bool:
+        """True when the search has not ended and its driver is gone (killed, or its machine lost).
+
+        Gone: its pid is dead on this host, or its heartbeat is older than `STALE_AFTER_S` (a pid reused
+        by another process, or a driver on another host). A search.json without a driver record
+        (written before heartbeats existed) is never called interrupted."""
+        from ticketsearch.search.heartbeat import STALE_AFTER_S
+
+        driver = self.search.get("driver") if self.search else None
+        if self.finished or not isinstance(driver, dict):
+            return False
+        beat = driver.get("heartbeat")
+        stale = isinstance(beat, (int, float)) and time.time() - beat > STALE_AFTER_S
+        return stale or (driver.get("host") == socket.gethostname() and not _pid_alive(driver.get("pid")))
+
+    def state_note(self) -> str:
+        """One line on a search that has not ended: interrupted (and how to resume), or partial."""
+        if self.finished:
+            return ""
+        if self.interrupted:
+            driver = self.search["driver"]
+            beat = driver.get("heartbeat")
+            at = datetime.fromtimestamp(beat, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(
+                beat, (int, float)) else "an unknown time"
+            spec = self.search.get("spec_source", "SPEC")
+            return (f"{self.out}: interrupted at {at} (its driver, pid {driver.get('pid')} on {driver.get('host')}, "
+                    f"is gone): partial results; resume with `ticketsearch run {spec} --out {self.out} --resume` "
+                    "(with the same --set values)")
+        if isinstance(self.search.get("driver"), dict):
+            return f"{self.out} is still running: partial results"
+        return f"{self.out} is still running or was interrupted: partial results"  # no heartbeat to tell
+
 
 def load(out: str | Path) -> SearchResults:
     out = Path(out)
@@ -62,6 +99,18 @@ def load(out: str | Path) -> SearchResults:
         warnings.warn(problem, stacklevel=2)
     return SearchResults(out=out, epochs=epochs, trials=trials, search=search, problems=problems,
                          dense_epochs=dense_epochs)
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def _read_dataset(directory: Path, problems: list[str]) -> pd.DataFrame:

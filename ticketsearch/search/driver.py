@@ -9,7 +9,6 @@ node of a cluster reaches).
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -17,9 +16,12 @@ from typing import Any, Callable
 
 from ticketsearch import __version__
 from ticketsearch.errors import UserError
+from ticketsearch.search.heartbeat import driver_record, write_json_atomic
 from ticketsearch.spec import Spec
 
 EXPERIMENT = "tune"
+# Every worker routes the tracebacks of its own shutdown to its logs (search/worker_setup.py).
+WORKER_ENV = {"worker_process_setup_hook": "ticketsearch.search.worker_setup.quiet_shutdown"}
 
 
 def run_search(
@@ -37,17 +39,18 @@ def run_search(
     from ray import tune
     from ray.tune.search import Searcher
 
+    from ticketsearch.pretrial import check_before_trials
     from ticketsearch.search.checkpoint_retention import CheckpointRetention
+    from ticketsearch.search.failure_stopper import RepeatedErrorStopper
+    from ticketsearch.search.heartbeat import Heartbeat
     from ticketsearch.search.preflight import check_cluster, experiment_path, resolve_storage
     from ticketsearch.search.results_callback import ResultsCallback
     from ticketsearch.search.space import OBJECTIVE, check_search, make_scheduler, make_searcher, param_space
     from ticketsearch.search.trainable import run_trial
-    from ticketsearch.trainers import check_config
 
+    # Every check that needs no Ray comes first: bad input costs no Ray start-up and no trial.
     check_search(spec)
-    for path, distribution in spec.space.items():
-        for edge in distribution.extremes():
-            check_config(spec.trial({path: edge}))
+    check_before_trials(spec)
     config = spec.default_trial
     out = Path(out or Path("runs") / f"{spec.name}-{spec.content_hash()}").resolve()
     _check_out(out, spec, resume)
@@ -73,10 +76,12 @@ def run_search(
                             "val_robust_acc": "val robust", OBJECTIVE: config.objective.metric},
             max_report_frequency=10,
         )
+        stopper = RepeatedErrorStopper(config.search.stop_after_same_errors)
         run_config = tune.RunConfig(
             name=EXPERIMENT,
             storage_path=storage,
-            callbacks=[ResultsCallback(out, spec), CheckpointRetention(config.search.keep_checkpoints)],
+            stop=stopper,
+            callbacks=[ResultsCallback(out, spec), CheckpointRetention(config.search.keep_checkpoints), stopper],
             # Tune keeps every checkpoint; CheckpointRetention deletes them when no snapshot can name them.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             failure_config=tune.FailureConfig(max_failures=config.search.max_failures),
@@ -100,13 +105,15 @@ def run_search(
                 ),
                 run_config=run_config,
             )
-        tuner.fit()
-        _write_search_json(out, spec, started=started, ended=time.time(), resume=resume, storage=storage)
+        with Heartbeat(out / "search.json"):
+            tuner.fit()
+        _write_search_json(out, spec, started=started, ended=time.time(), resume=resume, storage=storage,
+                           stopped=stopper.reason)
     finally:
         ray.shutdown()
     from ticketsearch.search.summary import summarise
 
-    return summarise(out, spec, echo)
+    return summarise(out, spec, echo, stopped=stopper.reason)
 
 
 def _check_out(out: Path, spec: Spec, resume: bool) -> None:
@@ -141,7 +148,7 @@ def _connect(ray, address: str | None, num_cpus: int | None) -> None:
         # "local": a Ray of our own even when this machine runs a cluster (`ray start`, whose address Ray
         # would otherwise pick up from /tmp/ray and join); --address joins one on purpose.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=True)
+                 log_to_driver=True, runtime_env=WORKER_ENV)
         return
     if address != "auto":
         host, _, port = address.rpartition(":")
@@ -153,7 +160,7 @@ def _connect(ray, address: str | None, num_cpus: int | None) -> None:
             raise UserError(f"--address: no Ray cluster answers at {address} ({error.strerror or error}); "
                             "start one with `ray start --head` or see cluster/README.md") from None
     try:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, logging_level="WARNING", runtime_env=WORKER_ENV)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise UserError(f"--address: could not join a Ray cluster at {address}: {' '.join(str(error).split())[:200]}") from None
 
@@ -171,7 +178,7 @@ def _check_resources(ray, cpu: float, gpu: float) -> None:
 
 
 def _write_search_json(out: Path, spec: Spec, *, started: float, ended: float | None = None, resume: bool,
-                       storage: str) -> None:
+                       storage: str, stopped: str = "") -> None:
     import ray
     import torch
 
@@ -189,12 +196,12 @@ def _write_search_json(out: Path, spec: Spec, *, started: float, ended: float | 
         "started": previous.get("started", started),
         "resumed": previous.get("resumed", []) + ([started] if resume else []),
         "ended": ended,
+        "stopped": stopped,  # why the search stopped before its trials were done ("" when it did not)
         "storage": storage,  # where Tune keeps the experiment and the checkpoints; --resume looks there
+        "driver": driver_record(),  # refreshed by Heartbeat while the search runs
     }
     out.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(".search.json.tmp")
-    temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    os.replace(temporary, path)
+    write_json_atomic(path, document)
 
 
 def _cache_dir(storage: str, out: Path) -> str:

@@ -1,4 +1,8 @@
-"""The final summary a search prints: best trial, its config and metrics, where the results are."""
+"""The final summary a search prints: best trial, its config and metrics, where the results are.
+
+A search that failed, because every trial ended in error or because it was stopped after trials kept
+failing with the same error, says so in its last line and reports `failed`: the command exits non-zero.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import pandas as pd
 from ticketsearch.spec import Spec
 
 
-def summarise(out: Path, spec: Spec, echo: Callable[[str], Any]) -> dict[str, Any]:
+def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = "") -> dict[str, Any]:
     trials = pd.read_parquet(out / "trials.parquet") if (out / "trials.parquet").is_file() else pd.DataFrame()
     objective = spec.default_trial.objective
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
@@ -29,4 +33,11 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any]) -> dict[str, An
                               if isinstance(best.get(k), float) and not math.isnan(best[k])))
     echo(f"results: {out}/epochs (pandas.read_parquet), {out}/trials.parquet; "
          f"tensorboard --logdir {out}/tensorboard")
-    return {"trials": len(trials), "statuses": counts, "best": best, "out": str(out)}
+    errors = counts.get("error", 0)
+    failed = bool(stopped) or (len(trials) > 0 and errors == len(trials))
+    if stopped:
+        echo(f"search {spec.name} failed: {stopped}")
+    elif failed:
+        last = trials.loc[trials["status"] == "error", "error"].iloc[-1]
+        echo(f"search {spec.name} failed: every trial ended in error ({errors}); the last error: {last}")
+    return {"trials": len(trials), "statuses": counts, "best": best, "out": str(out), "failed": failed}

@@ -88,9 +88,37 @@ def _trial_at(tree: dict, space: Mapping[str, Distribution], values: dict, sourc
 
 def validate_trial(tree: Mapping[str, Any], source: str = "spec") -> TrialConfig:
     try:
-        return TrialConfig.model_validate(tree)
+        config = TrialConfig.model_validate(tree)
     except ValidationError as exc:
         raise UserError(f"{source}: {describe_validation_error(exc, TrialConfig)}") from None
+    _check_booleans(config, tree, source)
+    return config
+
+
+def _check_booleans(model: BaseModel, given: Any, source: str, prefix: str = "") -> None:
+    """Refuse a boolean field written as anything but `true`/`false`.
+
+    pydantic's lax mode reads "yes", "on", "1" and 1 as true; YAML 1.1 readers would too, but the spec
+    loader reads them as strings, and here they are refused rather than guessed at (`on` is also a
+    word of `attack.guard.enabled`, where it is no boolean). A single-key shorthand
+    (`train: {pgd: {random_start: ...}}`) holds the model's own fields one level down.
+    """
+    if not isinstance(given, Mapping):
+        return
+    fields = type(model).model_fields
+    if len(given) == 1 and not set(given) & set(fields):
+        ((_, options),) = given.items()
+        _check_booleans(model, options, source, prefix)
+        return
+    for key, value in given.items():
+        if key not in fields:
+            continue
+        path, current = f"{prefix}{key}", getattr(model, key)
+        if isinstance(current, bool) and not isinstance(value, bool):
+            raise UserError(f"{source}: {path}: {value!r} is not a boolean; write true or false "
+                            "(YAML 1.1's yes/no/on/off are not booleans in a spec)")
+        if isinstance(current, BaseModel):
+            _check_booleans(current, value, source, f"{path}.")
 
 
 def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:

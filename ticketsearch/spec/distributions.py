@@ -54,7 +54,10 @@ def parse_distribution(path: str, value: dict) -> Distribution:
     else:
         args = tuple(parse_number(a) for a in raw_args)
         _check_range(path, kind, args)
-    default = parse_number(value["default"]) if "default" in value else _implicit_default(kind, args)
+    if "default" not in value:
+        return Distribution(path=path, kind=kind, args=args, default=_implicit_default(kind, args))
+    default = value["default"] if kind in ("choice", "grid") else parse_number(value["default"])
+    _check_default(path, kind, args, default)
     return Distribution(path=path, kind=kind, args=args, default=default)
 
 
@@ -72,6 +75,25 @@ def _check_range(path: str, kind: str, args: tuple) -> None:
         raise UserError(f"{path}: randint takes integer bounds, got [{low}, {high}]")
     if kind == "quniform" and args[2] <= 0:
         raise UserError(f"{path}: quniform needs q > 0, got {args[2]}")
+
+
+def _check_default(path: str, kind: str, args: tuple, default: Any) -> None:
+    """A stated default must be a value the search itself could sample: `train` and `validate` run it."""
+    if kind in ("choice", "grid"):
+        # == alone would take true for 1: a boolean matches only a boolean
+        if not any(default == a and isinstance(default, bool) == isinstance(a, bool) for a in args):
+            raise UserError(f"{path}: default {default!r} is not one of the {kind} values {list(args)!r}")
+        return
+    low, high = args[0], args[1]
+    is_number = isinstance(default, (int, float)) and not isinstance(default, bool)
+    if kind == "randint":
+        inside = is_number and float(default).is_integer() and low <= default < high
+        accepted = f"an integer in [{low}, {high}) (randint excludes the upper bound)"
+    else:
+        inside = is_number and low <= default <= high
+        accepted = f"a number in [{low}, {high}]"
+    if not inside:
+        raise UserError(f"{path}: default {default!r} is outside the {kind} range; accepted: {accepted}")
 
 
 def _implicit_default(kind: str, args: tuple) -> Any:

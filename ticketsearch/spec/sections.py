@@ -296,6 +296,9 @@ class SearchSection(Section):
     )
     seed: int = 0
     max_failures: int = Field(2, ge=0)  # retries of a trial that fails (a lost node, an error)
+    # Stop the search once this many trials in a row ended in the same error (a bug or bad input every
+    # config shares would otherwise fail every remaining trial); 0 never stops.
+    stop_after_same_errors: int = Field(3, ge=0)
     # Per trial, at the end of a search; while it runs, checkpoints stay until no experiment snapshot
     # can name them (search/checkpoint_retention.py).
     keep_checkpoints: int = Field(2, ge=1)

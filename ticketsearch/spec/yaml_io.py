@@ -64,7 +64,10 @@ def load_yaml_text(text: str, source: str) -> Any:
 def load_yaml_file(path: str | Path) -> Any:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"{path}: cannot read the spec ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:  # a binary file, or text in another encoding
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                        "a spec is a YAML file in UTF-8") from None
     return load_yaml_text(text, str(path))

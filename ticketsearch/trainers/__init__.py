@@ -19,6 +19,7 @@ from ticketsearch.core.pruning import prunable_weights
 from ticketsearch.errors import UserError
 from ticketsearch.registry import Registry
 from ticketsearch.spec import TrialConfig
+from ticketsearch.spec.objectives import check_objective
 from ticketsearch.trainers import transfer
 from ticketsearch.trainers.imp import IMPTrainer, plan_phases
 from ticketsearch.trainers.records import RECORD_FIELDS, EpochRecord, convergence
@@ -52,6 +53,7 @@ def summary_defaults(config: TrialConfig) -> dict[str, Any]:
 
 def check_config(config: TrialConfig) -> None:
     TRAINERS.get(config.trainer.name, field="trainer.name")
+    check_objective(config)
     DATASETS.get(config.data.dataset, field="data.dataset")
     MODELS.get(config.model.arch, field="model.arch")
     for field, attack in (("attack.train", config.attack.train), ("attack.eval", config.attack.eval),

@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable, Sequence
 
+from ticketsearch.spec.objectives import PER_EPOCH_OBJECTIVES
+
 NAN = float("nan")
 
 # Phases of an IMP trial, in order: round 0 trains the dense network (under the ticket-finding
@@ -51,10 +53,6 @@ class EpochRecord:
 
 
 RECORD_FIELDS = tuple(f.name for f in fields(EpochRecord))
-
-
-# Objectives known after every epoch (ASHA can act on them); the others are trial-level summary columns.
-PER_EPOCH_OBJECTIVES = ("robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc")
 
 
 def objective_value(metric: str, records: Sequence[EpochRecord], summary: dict[str, Any] | None) -> float:

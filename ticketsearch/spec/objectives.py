@@ -1,0 +1,35 @@
+"""The objective metrics a search can rank trials by, and which trainer knows which.
+
+A metric the trainer never computes would be recorded as NaN for every trial, so `validate`, `train`
+and `run` all refuse it before a trial starts (`check_objective`).
+"""
+
+from __future__ import annotations
+
+from ticketsearch.errors import UserError
+
+# Known after every epoch, from the epoch records (ASHA can act on them).
+PER_EPOCH_OBJECTIVES = ("robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc")
+# Known only when a trial ends, from its summary (fifo only), by trainer.
+FINAL_OBJECTIVES_BY_TRAINER = {
+    "imp": ("ticket_epochs_to_target", "ticket_seconds_to_target", "speedup", "epoch_speedup",
+            "best_val_robust_acc"),
+    "transfer": ("best_val_robust_acc", "double_win_margin"),
+}
+FINAL_OBJECTIVES = tuple(dict.fromkeys(m for metrics in FINAL_OBJECTIVES_BY_TRAINER.values() for m in metrics))
+
+
+def check_objective(config) -> None:
+    """Refuse an objective.metric the trial's trainer does not compute, or a trial-end metric under ASHA.
+
+    `config` is a `TrialConfig` (not imported: the sections import nothing of this module's users).
+    """
+    metric, trainer = config.objective.metric, config.trainer.name
+    known = PER_EPOCH_OBJECTIVES + FINAL_OBJECTIVES_BY_TRAINER.get(trainer, FINAL_OBJECTIVES)
+    if metric not in known:
+        elsewhere = [name for name, metrics in FINAL_OBJECTIVES_BY_TRAINER.items() if metric in metrics]
+        what = f"{metric!r} is computed by trainer {elsewhere[0]} only" if elsewhere else f"unknown metric {metric!r}"
+        raise UserError(f"objective.metric: {what}; trainer {trainer} knows: {', '.join(known)}")
+    if metric not in PER_EPOCH_OBJECTIVES and config.search.scheduler.kind == "asha":
+        raise UserError(f"objective.metric: {metric} is known only when a trial ends; ASHA needs a per-epoch "
+                        f"metric ({', '.join(PER_EPOCH_OBJECTIVES)}) or use search.scheduler: fifo")
