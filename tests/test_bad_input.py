@@ -152,3 +152,35 @@ def test_a_search_whose_trials_keep_failing_stops_and_exits_non_zero(tmp_path, c
     assert "could not read the train split of mnist" in last
     trials = pd.read_parquet(out / "trials.parquet")
     assert (trials["status"] == "error").sum() == 2 and len(trials) < 5, trials[["trial_id", "status"]]
+
+
+def test_a_workers_shutdown_traceback_goes_to_its_log_not_the_terminal(tmp_path, monkeypatch, capfd):
+    """Ray stops workers with SIGTERM; its handler's SystemExit inside a weakref callback printed
+    "Exception ignored ... SystemExit: 1" into the user's terminal after a search (Ray forwards worker
+    stderr). The hook every worker runs (search/worker_setup.py) writes it beside the worker's logs."""
+    import weakref
+
+    from ticketsearch.search import worker_setup
+
+    monkeypatch.setattr(worker_setup, "_log_dir", lambda: tmp_path)
+    reported = []  # what Python's own hook (here: a recorder in its place) is given
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: reported.append(unraisable.exc_type))
+    worker_setup.quiet_shutdown()
+
+    class Held:
+        pass
+
+    def on_collect(_):
+        raise SystemExit(1)  # what Ray's sigterm_handler raises
+
+    held = Held()
+    reference = weakref.ref(held, on_collect)
+    del held
+    assert reference() is None and reported == [] and "SystemExit" not in capfd.readouterr().err
+    (log,) = tmp_path.glob("ticketsearch-shutdown-*.log")
+    assert "SystemExit: 1" in log.read_text() and "on_collect" in log.read_text()
+    # anything else Python cannot raise is still reported as before
+    other = Held()
+    weakref_to_other = weakref.ref(other, lambda _: 1 / 0)
+    del other
+    assert weakref_to_other() is None and reported == [ZeroDivisionError]
