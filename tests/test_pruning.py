@@ -11,7 +11,7 @@ def model(arch="resnet20", width=0.5):
     return create_model(arch, width=width, num_classes=10, in_channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
-@pytest.mark.parametrize("scope", ["global", "layerwise"])
+@pytest.mark.parametrize("scope", ["global", "global_normalized", "layerwise"])
 def test_iterative_pruning_reaches_exact_sparsity_and_masks_only_shrink(scope):
     net = model()
     weights = prunable_weights(net)
@@ -21,7 +21,7 @@ def test_iterative_pruning_reaches_exact_sparsity_and_masks_only_shrink(scope):
         previous = {n: t.clone() for n, t in mask.tensors.items()}
         alive = mask.remaining()
         mask = magnitude_prune(weights, mask, 0.2, scope)
-        if scope == "global":
+        if scope != "layerwise":
             assert mask.remaining() == alive - round(0.2 * alive)
         for name, tensor in mask.tensors.items():
             assert not bool((tensor > previous[name]).any()), "a pruned weight came back"
@@ -97,3 +97,50 @@ def test_random_mask_keeps_per_layer_counts():
     for a, b in zip(mask.report(), control.report()):
         assert a.remaining == b.remaining
     assert any(not torch.equal(mask.tensors[n], control.tensors[n]) for n in weights)
+
+
+def test_raw_global_pruning_of_resnet20_at_98_percent_empties_its_classifier_and_is_refused():
+    net = model(width=1.0)  # at initialisation, as a one-shot prune at the boosting-ticket sweep's edge
+    weights = prunable_weights(net)
+    with pytest.raises(UserError) as refused:
+        magnitude_prune(weights, Mask.ones(weights), 0.98, "global")
+    assert str(refused.value) == (
+        "prune: pruning to sparsity 98.00% (global) removes every weight of body.classifier.weight; use "
+        "prune.scope: global_normalized or layerwise, a smaller ratio, prune.exclude, or prune.allow_empty_layers: true")
+    emptied = magnitude_prune(weights, Mask.ones(weights), 0.98, "global", allow_empty_layers=True)
+    assert {layer.name: layer.remaining for layer in emptied.report()}["body.classifier.weight"] == 0
+    assert magnitude_prune(weights, Mask.ones(weights), 0.98, "layerwise").remaining() > 0
+
+
+def test_global_normalized_pruning_ignores_each_layer_s_scale():
+    """Raw global pruning empties a layer whose weights are smaller than the others'; dividing by each
+    layer's mean |w| keeps every layer near the target (all convs here share one init law)."""
+    net = model(width=1.0)
+    weights = prunable_weights(net, exclude=("classifier",))  # a uniform init law, unlike the convs
+    largest = max(weights, key=lambda name: weights[name].numel())
+    with torch.no_grad():
+        weights[largest].mul_(0.05)  # as a layer that training shrank, or an init of another scale
+    with pytest.raises(UserError, match=f"removes every weight of {largest}"):
+        magnitude_prune(weights, Mask.ones(weights), 0.9, "global")
+    mask = magnitude_prune(weights, Mask.ones(weights), 0.98, "global_normalized")
+    assert mask.sparsity() == pytest.approx(0.98, abs=1e-4)
+    for layer in mask.report():
+        # |w| / mean |w| has the same law in every layer, so each sits at the target up to sampling
+        # noise (the smallest layer, the first conv, has 432 weights).
+        assert layer.sparsity == pytest.approx(0.98, abs=0.015), layer
+
+
+def test_a_layer_already_empty_is_not_refused_again():
+    net = model()
+    weights = prunable_weights(net)
+    first = next(iter(weights))
+    tensors = {n: torch.ones_like(w) for n, w in weights.items()}
+    tensors[first] = torch.zeros_like(weights[first])
+    pruned = magnitude_prune(weights, Mask(tensors), 0.2, "global_normalized")
+    assert pruned.remaining() == Mask(tensors).remaining() - round(0.2 * Mask(tensors).remaining())
+
+
+def test_unknown_scope_lists_the_known_ones():
+    weights = prunable_weights(model())
+    with pytest.raises(UserError, match="^prune.scope: unknown scope 'local'; known: global, global_normalized, layerwise$"):
+        magnitude_prune(weights, Mask.ones(weights), 0.2, "local")

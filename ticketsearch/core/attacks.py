@@ -1,14 +1,18 @@
-"""Threat models through torchattacks: natural, FGSM with random start, PGD-k, AutoAttack.
+"""Threat models through torchattacks: natural, FGSM with random start, PGD-k, the inner
+maximisations of TRADES and MART, and AutoAttack's standard version.
 
 Images are in [0, 1] and normalisation lives inside the model, so eps and step sizes are in pixel
 units (8/255 is the CIFAR standard) and torchattacks needs no normalisation settings of its own.
-torchattacks runs its attack passes in eval mode and restores the model's mode afterwards, so batch
-norm statistics are not updated by adversarial search steps.
+Called directly, an attack runs its passes in eval mode (torchattacks' default) and restores the
+model's mode afterwards: that is how every evaluation attack runs. Training examples are generated
+through `training_examples(attack)`, in the batch-norm mode of the regime (`AttackConfig.bn_mode`);
+in train mode the running statistics are restored after the attack, so its passes never move them.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from contextlib import contextmanager
+from typing import Callable, Iterator, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -52,12 +56,48 @@ def pgd(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
     )
 
 
-@ATTACKS.register("autoattack")
-def autoattack(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
-    """AutoAttack, standard version (Croce & Hein 2020): APGD-CE, APGD-T, FAB-T, Square. Evaluation only."""
+@ATTACKS.register("trades")
+def trades_kl_pgd(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
+    """TRADES' inner maximisation (Zhang et al. 2019): PGD on KL(f(x) || f(x')) from x + 0.001 N(0, 1),
+    `steps` steps of size alpha (torchattacks' TPGD). The loss is in core/training_objectives.py."""
     import torchattacks
 
-    return torchattacks.AutoAttack(model, norm="Linf", eps=config.eps, version="standard", n_classes=num_classes, seed=0)
+    return torchattacks.TPGD(model, eps=config.eps, alpha=config.step_size, steps=config.steps)
+
+
+# MART's inner maximisation (Wang et al. 2020) is PGD on the cross-entropy; only its loss differs.
+ATTACKS.register("mart")(pgd)
+
+# AutoAttack's standard version (Croce & Hein 2020, RobustBench): these settings, not torchattacks'
+# AutoAttack class, which builds APGD and APGD-T with 10 iterations.
+AUTOATTACK_ITERATIONS = 100  # APGD-CE, APGD-T and FAB-T, one restart each
+AUTOATTACK_TARGET_CLASSES = 9  # APGD-T and FAB-T, or every other class when there are fewer
+AUTOATTACK_SQUARE_QUERIES = 5000
+
+
+@ATTACKS.register("autoattack")
+def autoattack(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
+    """AutoAttack, standard version (Croce & Hein 2020), L-inf at eps: APGD-CE (100 iterations, no
+    restarts), APGD-T (100 iterations, 9 target classes), FAB-T (100 iterations, 9 target classes) and
+    Square (5,000 queries, p_init 0.8, no rescaled schedule), each run only on the images every attack
+    before it failed on (torchattacks' MultiAttack). Evaluation only; a lighter variant would need its
+    own name."""
+    import torchattacks
+
+    targets = min(AUTOATTACK_TARGET_CLASSES, num_classes - 1)
+    common = dict(norm="Linf", eps=config.eps, seed=0)
+    apgd_t = torchattacks.APGDT(model, steps=AUTOATTACK_ITERATIONS, n_restarts=1, n_classes=num_classes, **common)
+    fab_t = torchattacks.FAB(model, steps=AUTOATTACK_ITERATIONS, n_restarts=1, multi_targeted=True,
+                             n_classes=num_classes, **common)
+    for targeted in (apgd_t, fab_t):
+        targeted.n_target_classes = targets  # their constructors take every other class
+    return torchattacks.MultiAttack([
+        torchattacks.APGD(model, loss="ce", steps=AUTOATTACK_ITERATIONS, n_restarts=1, **common),
+        apgd_t,
+        fab_t,
+        torchattacks.Square(model, n_queries=AUTOATTACK_SQUARE_QUERIES, n_restarts=1, p_init=0.8,
+                            resc_schedule=False, **common),
+    ])
 
 
 def build_attack(model: nn.Module, config: AttackConfig, num_classes: int, field: str, *,
@@ -65,18 +105,29 @@ def build_attack(model: nn.Module, config: AttackConfig, num_classes: int, field
     """The attack `config` describes on `model`; `field` names the spec field in errors.
 
     Its passes differentiate with respect to the images only (`InputGradientAttack`), and with
-    `fold_batchnorm` (the fast path's) they run with each batch norm folded into the conv before it.
-    AutoAttack is left as torchattacks builds it: the reported figure runs on the model as it is.
+    `fold_batchnorm` (the fast path's) its eval-mode passes run with each batch norm folded into the
+    conv before it. AutoAttack is left as built: the reported figure runs on the model as it is.
     """
     attack = ATTACKS.get(config.kind, field=f"{field}.kind")(model, config, num_classes)
     if not is_adversarial(config) or config.kind == "autoattack":
         return attack
-    return InputGradientAttack(attack, model, fold_batchnorm=fold_batchnorm)
+    return InputGradientAttack(attack, model, config, fold_batchnorm=fold_batchnorm)
+
+
+def training_examples(attack: Perturb) -> Perturb:
+    """`attack` as it generates training examples: in its regime's batch-norm mode (a plain callable
+    such as `natural`'s is used as it is)."""
+    return attack.training_examples if isinstance(attack, InputGradientAttack) else attack
+
+
+def regime_of(attack: Perturb) -> AttackConfig | None:
+    """The configuration an attack was built from (None for natural training and plain callables)."""
+    return attack.config if isinstance(attack, InputGradientAttack) else None
 
 
 class InputGradientAttack:
     """`attack` with `model`'s parameters frozen during its passes, and optionally its batch norms
-    folded (core/batchnorm_folding.py); the same perturbation up to float rounding.
+    folded (core/batchnorm_folding.py) in eval mode; the same perturbation up to float rounding.
 
     Why freeze: an attack needs the gradient with respect to the images only. Eager autograd skips
     the weight gradients by itself, but a compiled model's backward is one graph that computes every
@@ -84,22 +135,55 @@ class InputGradientAttack:
     longer per epoch with the parameters left requiring gradients (measured, BENCHMARKS.md).
     """
 
-    def __init__(self, attack: Perturb, model: nn.Module, *, fold_batchnorm: bool):
+    def __init__(self, attack: Perturb, model: nn.Module, config: AttackConfig, *, fold_batchnorm: bool):
         self.attack = attack
         self.model = model
+        self.config = config
         self.pairs = conv_bn_pairs(model) if fold_batchnorm else []
 
     def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Eval-mode passes (as every evaluation runs), batch norms folded when the fast path asks."""
+        with folded(self.pairs):  # no pairs: nothing swapped
+            return self._frozen(images, labels)
+
+    def training_examples(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Training examples in the regime's batch-norm mode (`AttackConfig.bn_mode`)."""
+        if self.config.generation_bn_mode == "eval":
+            return self(images, labels)
+        # Folding is meaningless here: a batch norm in train mode normalises by the batch's statistics.
+        was_training = self.model.training
+        self.attack.set_model_training_mode(model_training=True, batchnorm_training=True)
+        try:
+            with running_statistics_kept(self.model):
+                return self._frozen(images, labels)
+        finally:
+            self.attack.set_model_training_mode()  # back to eval-mode passes
+            self.model.train(was_training)  # torchattacks leaves a model it found in eval mode in train mode
+
+    def _frozen(self, images: Tensor, labels: Tensor) -> Tensor:
         # Read at each call: a trainer may replace a layer (transfer's classifier) after building.
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        with folded(self.pairs):  # no pairs: nothing swapped
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+        try:
+            return self.attack(images, labels)
+        finally:
             for parameter in trainable:
-                parameter.requires_grad_(False)
-            try:
-                return self.attack(images, labels)
-            finally:
-                for parameter in trainable:
-                    parameter.requires_grad_(True)
+                parameter.requires_grad_(True)
+
+
+@contextmanager
+def running_statistics_kept(model: nn.Module) -> Iterator[None]:
+    """Batch norms' running statistics (and batch counts) as they were on entry, whatever ran inside."""
+    buffers = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved):
+                buffer.copy_(value)
 
 
 def is_adversarial(config: AttackConfig) -> bool:

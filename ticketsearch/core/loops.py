@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ticketsearch.core.attacks import Perturb
 from ticketsearch.core.data.augment import augment_batch, to_float
 from ticketsearch.core.fastpath import FastPath
+from ticketsearch.core.training_objectives import objective_for
 
 
 @dataclass(frozen=True)
 class EpochResult:
-    loss: float  # mean cross-entropy on the (adversarial) training batches
+    loss: float  # mean training objective (cross-entropy unless trades or mart) over the batches
     accuracy: float  # on the (adversarial) training batches
     examples: int
     steps: int
@@ -62,8 +62,12 @@ def train_epoch(
     augment_generator: torch.Generator | None,
     fastpath: FastPath | None = None,
 ) -> EpochResult:
-    """Train one epoch on attack(images); `after_step` re-applies the masks after each update.
+    """Train one epoch under the regime `attack` was built from; `after_step` re-applies the masks
+    after each update.
 
+    The loss is the regime's training objective (core/training_objectives.py: cross-entropy on
+    attack(images) unless the regime is trades or mart), and the attack generates the training
+    examples in the regime's batch-norm mode.
     The `fastpath` (default: fp32, channels-last) gives the memory format, and the attack's passes and
     the training forward pass run under its autocast (backward outside it, as autocast wants). Nothing
     in a step reads a tensor back to the host: the loss and accuracy sums stay on the device.
@@ -77,18 +81,17 @@ def train_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     lr = optimizer.param_groups[0]["lr"]
+    objective = objective_for(attack)
     for index in range(steps):
         batch = order[index * batch_size : (index + 1) * batch_size]
         x = to_float(images[batch]).contiguous(memory_format=fastpath.memory_format)
         if augmentation.active:
             x = augment_batch(x, crop_padding=augmentation.crop_padding, flip=augmentation.flip, generator=augment_generator)
         y = labels[batch]
-        # x and x_adv stay fp32 under autocast (only conv/matmul inputs are cast), so eps holds exactly.
+        # x and x_adv stay fp32 under autocast (only conv/matmul inputs are cast), so eps holds exactly;
+        # autocast computes cross-entropy, softmax and KL in fp32.
         with fastpath.autocast():
-            x_adv = attack(x, y)
-            model.train()
-            logits = model(x_adv)
-            loss = F.cross_entropy(logits, y)  # autocast computes cross-entropy in fp32
+            loss, logits = objective(model, attack, x, y)
         lr = lr_for_step(first_step + index)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -1,11 +1,22 @@
 """Unstructured magnitude pruning with masks applied in place (Frankle & Carbin 2019, open_lth).
 
 A `Mask` holds one 0/1 tensor per prunable weight (conv and linear kernels, less the excluded layers).
-Pruning removes `ratio` of the weights that are still alive, by smallest |w|, either across all
-prunable layers at once (`global`, as in the boosting-ticket paper) or within each layer
-(`layerwise`). Masks are applied in place after every optimiser step rather than through forward
-hooks (torch.nn.utils.prune), so a forward pass costs nothing extra and pruned weights stay exactly
-zero whatever momentum or weight decay do.
+Pruning removes `ratio` of the weights that are still alive, by smallest score, in one of three scopes:
+
+- `global`: one threshold on raw |w| across all prunable layers (Frankle & Carbin 2019's rule for
+  their deeper networks; open_lth's default). Layers with many small weights lose the most, and at
+  high sparsity a large layer can be emptied (ResNet-20 one-shot at 98% from its initialisation
+  loses its whole classifier).
+- `global_normalized`: one threshold on |w| divided by the mean |w| of the weight's layer, the rule
+  of the boosting-ticket code (Li et al. 2020), which marks the normalisation as important for
+  exactly that reason.
+- `layerwise`: `ratio` of every layer (Frankle & Carbin 2019's rule for their small networks).
+
+A prune that would leave a layer without a single weight is refused (a `UserError` naming the layer
+and the sparsity) unless `allow_empty_layers`: the network would then predict without that layer's
+input, a broken ticket rather than a sparse one. Masks are applied in place after every optimiser step
+rather than through forward hooks (torch.nn.utils.prune), so a forward pass costs nothing extra and
+pruned weights stay exactly zero whatever momentum or weight decay do.
 """
 
 from __future__ import annotations
@@ -122,28 +133,52 @@ class MaskApplier:
             torch._foreach_mul_(self.params, self.masks)
 
 
-def magnitude_prune(weights: dict[str, nn.Parameter], mask: Mask, ratio: float, scope: str) -> Mask:
-    """A new mask that also removes `ratio` of the surviving weights with the smallest |w|.
+SCOPES = ("global", "global_normalized", "layerwise")
+
+
+def magnitude_prune(weights: dict[str, nn.Parameter], mask: Mask, ratio: float, scope: str, *,
+                    allow_empty_layers: bool = False) -> Mask:
+    """A new mask that also removes `ratio` of the surviving weights with the smallest scores.
 
     Exactly round(ratio * surviving) weights go (globally or per layer); masks only shrink. Ties are
-    broken by a stable sort, so the result is deterministic.
+    broken by a stable sort, so the result is deterministic. A layer left with no weight raises a
+    UserError unless `allow_empty_layers`.
     """
     if not 0 <= ratio < 1:
         raise UserError(f"prune.ratio: must be in [0, 1), got {ratio}")
+    if scope not in SCOPES:
+        raise UserError(f"prune.scope: unknown scope {scope!r}; known: {', '.join(SCOPES)}")
     names = list(mask.tensors)
+    alive = [mask.tensors[n].bool() for n in names]
+    magnitudes = [weights[n].detach().abs() for n in names]
+    if scope == "global_normalized":
+        # Each layer's |w| over its mean |w| among the surviving weights (a layer already empty keeps
+        # raw scores: it has nothing left to lose).
+        magnitudes = [m / m[a].mean() if a.any() else m for m, a in zip(magnitudes, alive)]
     # Already-pruned weights score +inf so they are never counted among the smallest survivors.
-    scores = [torch.where(mask.tensors[n].bool(), weights[n].detach().abs(), torch.inf).flatten() for n in names]
-    if scope == "global":
-        flat = _prune_smallest(torch.cat(scores), torch.cat([mask.tensors[n].flatten() for n in names]), ratio)
-        pieces = flat.split([s.numel() for s in scores])
-    elif scope == "layerwise":
+    scores = [torch.where(a, m, torch.inf).flatten() for a, m in zip(alive, magnitudes)]
+    if scope == "layerwise":
         pieces = [_prune_smallest(s, mask.tensors[n].flatten(), ratio) for n, s in zip(names, scores)]
     else:
-        raise UserError(f"prune.scope: unknown scope {scope!r}; known: global, layerwise")
-    return Mask({
+        flat = _prune_smallest(torch.cat(scores), torch.cat([mask.tensors[n].flatten() for n in names]), ratio)
+        pieces = flat.split([s.numel() for s in scores])
+    pruned = Mask({
         n: p.view(mask.tensors[n].shape).contiguous(memory_format=_format_of(weights[n]))
         for n, p in zip(names, pieces)
     })
+    if not allow_empty_layers:
+        _refuse_emptied_layers(mask, pruned, scope)
+    return pruned
+
+
+def _refuse_emptied_layers(before: Mask, after: Mask, scope: str) -> None:
+    for layer in after.report():
+        if layer.remaining == 0 and before.tensors[layer.name].any():
+            raise UserError(
+                f"prune: pruning to sparsity {after.sparsity():.2%} ({scope}) removes every weight of "
+                f"{layer.name}; use prune.scope: global_normalized or layerwise, a smaller ratio, "
+                f"prune.exclude, or prune.allow_empty_layers: true"
+            )
 
 
 def _prune_smallest(scores: Tensor, flat_mask: Tensor, ratio: float) -> Tensor:

@@ -115,11 +115,16 @@ class TrainSection(Section):
     compile: bool = False
 
 
+TRAINING_OBJECTIVES = ("trades", "mart")  # regimes whose loss is not cross-entropy on attack(x)
+DEFAULT_BETA = 6.0  # TRADES (Zhang et al. 2019) and MART (Wang et al. 2020) on CIFAR-10
+
+
 class AttackConfig(BaseModel):
-    """One threat model: `natural`, `fgsm` (FGSM with random start), `pgd`, `autoattack` (eval only).
+    """One threat model or training regime: `natural`, `fgsm` (FGSM with random start), `pgd`,
+    `trades`, `mart` (training only), `autoattack` (the standard version, evaluation only).
 
     eps and alpha are in pixel units of [0, 1] images (8/255 is the CIFAR standard). alpha defaults to
-    eps/4 for PGD and 1.25 eps for FGSM with random start (Wong et al. 2020).
+    eps/4 for PGD, TRADES and MART and 1.25 eps for FGSM with random start (Wong et al. 2020).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -128,6 +133,23 @@ class AttackConfig(BaseModel):
     alpha: Float | None = Field(None, gt=0)
     steps: int = Field(10, ge=1)
     random_start: bool = True
+    # Weight of the robustness term of trades and mart (default 6, both papers' CIFAR-10 setting);
+    # refused for other kinds, whose loss has no such term.
+    beta: Float | None = Field(None, gt=0)
+    # Batch-norm mode of the passes that generate training examples (evaluation attacks always run in
+    # eval mode). auto: train for fgsm and pgd, as Madry et al. 2018, Rice et al. 2020 and Wong et al.
+    # 2020 generate them (the attack meets the normalisation by batch statistics that the training
+    # step then uses, which right after a rewind are the only sensible ones), and eval for trades and
+    # mart, as their reference code does. In train mode the attack's passes never move the running
+    # statistics (they are restored after each attack), so those come from the training passes alone
+    # in both modes; batch norms are folded into convs (the fast path) only in eval mode.
+    bn_mode: Literal["auto", "eval", "train"] = "auto"
+
+    @model_validator(mode="after")
+    def _beta_only_for_objectives(self) -> "AttackConfig":
+        if self.beta is not None and self.kind not in TRAINING_OBJECTIVES:
+            raise ValueError(f"beta: only {' and '.join(TRAINING_OBJECTIVES)} have a beta, not {self.kind}")
+        return self
 
     @property
     def step_size(self) -> float:
@@ -135,11 +157,23 @@ class AttackConfig(BaseModel):
             return self.alpha
         return 1.25 * self.eps if self.kind == "fgsm" else self.eps / 4
 
+    @property
+    def loss_beta(self) -> float:
+        return DEFAULT_BETA if self.beta is None else self.beta
+
+    @property
+    def generation_bn_mode(self) -> Literal["eval", "train"]:
+        """The batch-norm mode in which this regime generates training examples (bn_mode resolved)."""
+        if self.bn_mode != "auto":
+            return self.bn_mode
+        return "eval" if self.kind in TRAINING_OBJECTIVES else "train"
+
     def describe(self) -> str:
         if self.kind == "natural":
             return "natural"
-        steps = f"-{self.steps}" if self.kind == "pgd" else ""
-        return f"{self.kind}{steps} eps={self.eps * 255:.3g}/255"
+        steps = f"-{self.steps}" if self.kind in ("pgd", *TRAINING_OBJECTIVES) else ""
+        beta = f" beta={self.loss_beta:g}" if self.kind in TRAINING_OBJECTIVES else ""
+        return f"{self.kind}{steps} eps={self.eps * 255:.3g}/255{beta}"
 
 
 AttackField = Annotated[AttackConfig, BeforeValidator(_single_key_form("kind"))]
@@ -164,8 +198,20 @@ class GuardSection(Section):
 class AttackSection(Section):
     train: AttackField = AttackConfig(kind="pgd", eps=EPS_8, alpha=EPS_2, steps=10)
     eval: AttackField = AttackConfig(kind="pgd", eps=EPS_8, alpha=EPS_2, steps=20)
-    test_autoattack: bool = False  # AutoAttack (standard) on the test split of the finished ticket
+    # AutoAttack's standard version (core/attacks.py) on train.test_examples test images of the finished
+    # ticket. It costs far more than PGD-20: bound the count with train.test_examples.
+    test_autoattack: bool = True
     guard: GuardSection = GuardSection()
+
+    @model_validator(mode="after")
+    def _kinds_in_their_place(self) -> "AttackSection":
+        if self.eval.kind in TRAINING_OBJECTIVES:
+            raise ValueError(f"eval: {self.eval.kind} is a training objective; evaluate with pgd or autoattack")
+        if self.eval.bn_mode == "train":
+            raise ValueError("eval.bn_mode: evaluation attacks run in eval mode; bn_mode is for training regimes")
+        if self.train.kind == "autoattack":
+            raise ValueError("train: autoattack is for evaluation; train with pgd, fgsm, trades or mart")
+        return self
 
 
 class PruneSection(Section):
@@ -178,7 +224,12 @@ class PruneSection(Section):
 
     ratio: Float = Field(0.2, ge=0, lt=1)
     rounds: int = Field(1, ge=0)
-    scope: Literal["global", "layerwise"] = "global"
+    # global: one threshold on raw |w| over all prunable layers (Frankle & Carbin 2019; large layers
+    # lose the most); layerwise: ratio of every layer; global_normalized: one threshold on |w| divided by
+    # its layer's mean |w| (the boosting-ticket code of Li et al. 2020). See core/pruning.py.
+    scope: Literal["global", "layerwise", "global_normalized"] = "global"
+    # A prune that would remove every weight of a layer is refused unless this is true.
+    allow_empty_layers: bool = False
     rewind: Annotated[int, BeforeValidator(lambda v: 0 if v == "init" else v), Field(ge=0)] = 0
     # Parameter names (fnmatch patterns on module names) kept dense; `first_conv` and `classifier`
     # name those layers whatever the architecture calls them.
@@ -188,6 +239,12 @@ class PruneSection(Section):
     find_lr: Float | None = Field(None, gt=0)
     # Standard controls: the same mask with a fresh random init; a random mask of the same sparsity.
     control: Literal["none", "reinit", "random_mask"] = "none"
+
+    @model_validator(mode="after")
+    def _find_with_trains(self) -> "PruneSection":
+        if self.find_with is not None and self.find_with.kind == "autoattack":
+            raise ValueError("find_with: autoattack is for evaluation; find with natural, fgsm, pgd, trades or mart")
+        return self
 
     def sparsity_after(self, rounds: int) -> float:
         return 1 - (1 - self.ratio) ** rounds

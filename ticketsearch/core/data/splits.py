@@ -1,4 +1,5 @@
-"""Deterministic stratified index splits: the validation hold-out and data-limited training subsets.
+"""Deterministic stratified index splits: the validation hold-out and data-limited training subsets,
+and the stratified order in which the validation and test splits are stored.
 
 Per-class counts are proportional to the class sizes and rounded by the largest-remainder (Hamilton)
 method, so the total is exact and every class count is within 1 of its exact proportional share.
@@ -106,3 +107,26 @@ def stratified_subset(labels: Tensor, fraction: float, seed: int) -> Tensor:
             f"use data.fraction >= {_smallest_fraction_keeping_all_classes(sizes)}"
         )
     return _take_per_class(labels, counts, seed)
+
+
+def stratified_order(labels: Tensor, seed: int) -> Tensor:
+    """A seeded permutation of indices in which every prefix is as balanced as the classes allow.
+
+    Round robin over the classes of one seeded shuffle: round r holds the r-th example of every class
+    that still has one, classes in a seeded order. The first n examples therefore hold floor(n/k) or
+    floor(n/k) + 1 of each of k classes (until the smaller classes run out), so a trainer that
+    evaluates the first n of a split evaluates a stratified subset, the same one for every trial.
+    """
+    labels = labels.cpu()
+    generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(labels), generator=generator)
+    shuffled = labels[perm]
+    classes, inverse = torch.unique(shuffled, return_inverse=True)
+    class_rank = torch.randperm(len(classes), generator=generator)[inverse]
+    # Rank of each example within its class, in the shuffled order.
+    grouped = torch.argsort(inverse, stable=True)
+    counts = torch.bincount(inverse, minlength=len(classes))
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    within = torch.empty_like(grouped)
+    within[grouped] = torch.arange(len(labels)) - starts
+    return perm[torch.argsort(within * len(classes) + class_rank, stable=True)]
