@@ -1,26 +1,56 @@
-"""The leaderboard of a search: its trials ranked by the objective (or any column)."""
+"""The leaderboard of a search: its trials ranked by the objective (or any column).
+
+When `train.seed` is a searched axis and the trials hold several seeds, the leaderboard is one row per
+configuration instead: the completed repeats' mean and standard deviation of each metric
+(results/repeats.py), ranked by the mean.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from ticketsearch.errors import UserError
+from ticketsearch.results.repeats import SEED_AXIS, aggregate_seeds, seeds_vary
 from ticketsearch.results.store import SearchResults
 
 METRIC_COLUMNS = ("epochs_trained", "final_sparsity", "final_val_clean_acc", "final_val_robust_acc",
                   "robust_auc", "objective", "test_clean_acc", "test_robust_acc", "speedup")
 
 
-def leaderboard(results: SearchResults, *, top: int | None = None, sort: str | None = None) -> pd.DataFrame:
+def leaderboard(results: SearchResults, *, top: int | None = None, sort: str | None = None,
+                aggregate: bool | None = None) -> pd.DataFrame:
+    """Trials best first; `aggregate` (default: when seeds vary) gives the mean-and-std view by config."""
     trials = results.trials
     if trials.empty:
         raise UserError(f"{results.out}: no trial has reported yet")
     space = [f"config.{path}" for path in results.search.get("space", {})]
+    mode = results.search.get("spec", {}).get("objective", {}).get("mode", "max")
+    if aggregate is None:
+        finished = "status" in trials and bool((trials["status"] == "completed").any())
+        aggregate = finished and seeds_vary(trials, list(results.search.get("space", {})))
+    if aggregate:
+        return _by_configuration(trials, space, mode, top=top, sort=sort)
     columns = ["trial_id", "status", *[c for c in space if c in trials], *[c for c in METRIC_COLUMNS if c in trials]]
     sort = sort or "objective"
     if sort not in trials:
         raise UserError(f"--sort: no column {sort!r}; choose one of {', '.join(c for c in columns if c not in ('trial_id', 'status'))}")
-    mode = results.search.get("spec", {}).get("objective", {}).get("mode", "max") if sort == "objective" else "max"
-    ranked = trials.sort_values(sort, ascending=mode == "min", na_position="last")[columns]
+    ascending = mode == "min" if sort == "objective" else False
+    ranked = trials.sort_values(sort, ascending=ascending, na_position="last")[columns]
     ranked = ranked.rename(columns={c: c.removeprefix("config.") for c in space})
+    return (ranked.head(top) if top else ranked).reset_index(drop=True)
+
+
+def _by_configuration(trials: pd.DataFrame, space: list[str], mode: str, *, top: int | None,
+                      sort: str | None) -> pd.DataFrame:
+    table = aggregate_seeds(trials, METRIC_COLUMNS, mode=mode)
+    axes = [c for c in space if c != f"config.{SEED_AXIS}" and c in table]
+    stats = [f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "std") if f"{m}_mean" in table]
+    sort = sort or "objective"
+    key = sort if sort in table else f"{sort}_mean"
+    if key not in table:
+        raise UserError(f"--sort: no column {sort!r} in the view by configuration; choose one of "
+                        f"{', '.join(m for m in METRIC_COLUMNS if f'{m}_mean' in table)}")
+    ascending = mode == "min" if sort == "objective" else False
+    ranked = table.sort_values(key, ascending=ascending, na_position="last", kind="stable")
+    ranked = ranked[[*axes, "seeds", "trial_ids", *stats]].rename(columns={c: c.removeprefix("config.") for c in axes})
     return (ranked.head(top) if top else ranked).reset_index(drop=True)

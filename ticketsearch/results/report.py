@@ -26,6 +26,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from ticketsearch.errors import UserError
 from ticketsearch.results.double_win import double_win_section
+from ticketsearch.results.repeats import repeats_section
 from ticketsearch.results.store import SearchResults, load
 
 PLOTS = ("curves.png", "pareto.png", "hyperparameters.png", "speedup.png")
@@ -71,6 +72,7 @@ def write_report(out: str | Path, top: int = 3) -> Path:
     lines = _header(results, trials, metric, mode)
     lines += ["", "## Leaderboard", ""] + _leaderboard(ranked, space, metric)
     lines += double_win_section(trials, mode)
+    lines += repeats_section(trials, list(space), mode)
     transfer = bool(epochs["phase"].str.startswith(FINETUNE).all())
     with matplotlib.rc_context(STYLE):
         sections = [
