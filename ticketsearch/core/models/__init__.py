@@ -26,6 +26,7 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 # The architecture modules import MODELS from here to register themselves, so they are imported
 # after it is defined.
 from ticketsearch.core.models import (  # noqa: E402, F401
+    certified_cnn,
     preact_resnet,
     resnet_cifar,
     small_cnn,
