@@ -27,6 +27,7 @@ def check_data_sizes(spec: Spec) -> None:
     from ticketsearch.core.data.sizes import class_sizes
 
     sizes: dict[tuple[str, str], Any] = {}
+    held: dict[tuple, int] = {}  # validation examples by what the splits depend on: each split is made once
     for values, trial in _size_edges(spec):
         for prefix, data in _data_sections(trial):
             key = (data.dataset, data.root)
@@ -35,7 +36,11 @@ def check_data_sizes(spec: Spec) -> None:
             if sizes[key] is None:
                 continue
             try:
-                _check_section(trial, prefix, data, sizes[key].select(data.classes))
+                split = (prefix, *key, data.classes, data.val_split, data.fraction, data.split_seed)
+                if split not in held:
+                    held[split] = _split(prefix, data, sizes[key].select(data.classes))
+                if prefix == "data.":  # eval_examples and test_examples are counted on the downstream data
+                    _check_examples(trial, held[split], sum(sizes[key].select(data.classes).test.values()))
             except UserError as error:
                 where = ", ".join(f"{p}={v!r}" for p, v in values.items())
                 raise UserError(f"{spec.source}{f' (with {where})' if where else ''}: {error}") from None
@@ -56,7 +61,8 @@ def _data_sections(trial: TrialConfig) -> list[tuple[str, DataSection]]:
     return found
 
 
-def _check_section(trial: TrialConfig, prefix: str, data: DataSection, sizes) -> None:
+def _split(prefix: str, data: DataSection, sizes) -> int:
+    """Make the trial's splits of `data` on labels with its class sizes; the validation examples held."""
     import torch
 
     from ticketsearch.core.data.splits import stratified_split, stratified_subset
@@ -70,15 +76,16 @@ def _check_section(trial: TrialConfig, prefix: str, data: DataSection, sizes) ->
     except UserError as error:  # the split functions name data.*: name the section checked
         message = str(error)
         raise UserError(prefix + message.removeprefix("data.")) from None
-    if prefix != "data.":
-        return  # eval_examples and test_examples are counted on the downstream data
-    train = trial.train
-    if "eval_examples" in train.model_fields_set and train.eval_examples > len(held):
-        raise UserError(f"train.eval_examples: {train.eval_examples} is more than the {len(held)} validation "
+    return len(held)
+
+
+def _check_examples(trial: TrialConfig, held: int, test_size: int) -> None:
+    train, data = trial.train, trial.data
+    if "eval_examples" in train.model_fields_set and train.eval_examples > held:
+        raise UserError(f"train.eval_examples: {train.eval_examples} is more than the {held} validation "
                         f"examples data.val_split {data.val_split} holds out of {data.dataset}; accepted: "
-                        f"1..{len(held)}, a larger data.val_split, or leave it unset (up to "
+                        f"1..{held}, a larger data.val_split, or leave it unset (up to "
                         f"{type(train).model_fields['eval_examples'].default})")
-    test_size = sum(sizes.test.values())
     if train.test_examples > test_size:
         raise UserError(f"train.test_examples: {train.test_examples} is more than the {test_size} test examples "
                         f"of {data.dataset}; accepted: 1..{test_size}, or 0 for the whole test split")
