@@ -209,8 +209,6 @@ class AttackSection(Section):
             raise ValueError(f"eval: {self.eval.kind} is a training objective; evaluate with pgd or autoattack")
         if self.eval.bn_mode == "train":
             raise ValueError("eval.bn_mode: evaluation attacks run in eval mode; bn_mode is for training regimes")
-        if self.train.kind == "autoattack":
-            raise ValueError("train: autoattack is for evaluation; train with pgd, fgsm, trades or mart")
         return self
 
 
@@ -239,12 +237,6 @@ class PruneSection(Section):
     find_lr: Float | None = Field(None, gt=0)
     # Standard controls: the same mask with a fresh random init; a random mask of the same sparsity.
     control: Literal["none", "reinit", "random_mask"] = "none"
-
-    @model_validator(mode="after")
-    def _find_with_trains(self) -> "PruneSection":
-        if self.find_with is not None and self.find_with.kind == "autoattack":
-            raise ValueError("find_with: autoattack is for evaluation; find with natural, fgsm, pgd, trades or mart")
-        return self
 
     def sparsity_after(self, rounds: int) -> float:
         return 1 - (1 - self.ratio) ** rounds
