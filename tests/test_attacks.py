@@ -63,7 +63,7 @@ def test_unknown_attack_lists_known_ones(trained):
         build_attack(net, AttackConfig(kind="cw"), 10, "attack.train")
 
 
-@pytest.mark.parametrize("classes, targets", [(10, 9), (100, 9), (5, 4)])
+@pytest.mark.parametrize("classes, targets", [(10, 9), (100, 9), (4, 3)])
 def test_autoattack_has_the_standard_version_s_iterations_targets_and_queries(trained, classes, targets):
     net, _ = trained
     auto = build_attack(net, AttackConfig(kind="autoattack", eps=8 / 255, steps=3), classes, "attack.eval")
@@ -120,3 +120,10 @@ def test_bn_mode_auto_follows_each_method_s_reference_code():
     assert AttackConfig(kind="fgsm").generation_bn_mode == "train"
     assert AttackConfig(kind="trades").generation_bn_mode == "eval"
     assert AttackConfig(kind="mart", bn_mode="train").generation_bn_mode == "train"
+
+
+def test_autoattack_refuses_a_task_with_fewer_than_four_classes(trained):
+    net, _ = trained
+    with pytest.raises(UserError, match="^attack.test_autoattack: AutoAttack's standard version needs at least 4 "
+                                        "classes .*; this task has 3: set it to false$"):
+        build_attack(net, AttackConfig(kind="autoattack"), 3, "attack.eval")

@@ -13,7 +13,9 @@ TINY_TREE: dict[str, Any] = {
     "model": {"arch": "small_cnn", "width": 0.25},
     "train": {"epochs": 2, "batch_size": 64, "lr": 0.05, "eval_examples": 100, "schedule": "constant"},
     "attack": {"train": {"pgd": {"eps": 0.1, "alpha": 0.05, "steps": 2}},
-               "eval": {"pgd": {"eps": 0.1, "alpha": 0.03, "steps": 5}}},
+               "eval": {"pgd": {"eps": 0.1, "alpha": 0.03, "steps": 5}},
+               # AutoAttack at full strength takes longer than these trials; tests that need it ask for it.
+               "test_autoattack": False},
     "prune": {"ratio": 0.5, "rounds": 1, "exclude": ["first_conv", "classifier"]},
 }
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ticketsearch.core.batchnorm_folding import conv_bn_pairs, folded
+from ticketsearch.errors import UserError
 from ticketsearch.registry import Registry
 from ticketsearch.spec import AttackConfig
 
@@ -73,6 +74,17 @@ ATTACKS.register("mart")(pgd)
 AUTOATTACK_ITERATIONS = 100  # APGD-CE, APGD-T and FAB-T, one restart each
 AUTOATTACK_TARGET_CLASSES = 9  # APGD-T and FAB-T, or every other class when there are fewer
 AUTOATTACK_SQUARE_QUERIES = 5000
+# APGD-T's targeted DLR loss divides by the gap between the largest logit and the 3rd and 4th largest.
+AUTOATTACK_MIN_CLASSES = 4
+
+
+def check_autoattack_classes(num_classes: int, field: str = "attack.test_autoattack") -> None:
+    """Refuse a task AutoAttack's standard version is not defined on (fewer than 4 classes)."""
+    if num_classes < AUTOATTACK_MIN_CLASSES:
+        raise UserError(
+            f"{field}: AutoAttack's standard version needs at least {AUTOATTACK_MIN_CLASSES} classes (APGD-T's "
+            f"targeted DLR loss compares the 4 largest logits); this task has {num_classes}: set it to false"
+        )
 
 
 @ATTACKS.register("autoattack")
@@ -84,6 +96,7 @@ def autoattack(model: nn.Module, config: AttackConfig, num_classes: int) -> Pert
     own name."""
     import torchattacks
 
+    check_autoattack_classes(num_classes)
     targets = min(AUTOATTACK_TARGET_CLASSES, num_classes - 1)
     common = dict(norm="Linf", eps=config.eps, seed=0)
     apgd_t = torchattacks.APGDT(model, steps=AUTOATTACK_ITERATIONS, n_restarts=1, n_classes=num_classes, **common)
