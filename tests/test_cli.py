@@ -51,6 +51,16 @@ def test_train_writes_parquet_and_tensorboard_that_match_the_records(tmp_path, c
     assert pd.read_parquet(out / "epochs").equals(epochs)
 
 
+def test_run_and_train_write_trials_parquet_with_the_same_columns(finished_search, tmp_path):
+    spec_path, search_out = finished_search
+    out = tmp_path / "run"
+    assert main(["train", str(spec_path), "--out", str(out), "--device", "cpu"]) == 0
+    trained = pd.read_parquet(out / "trials.parquet")
+    searched = pd.read_parquet(search_out / "trials.parquet")
+    assert list(trained.columns) == list(searched.columns)
+    assert (trained["trained_epochs"] + trained["reused_epochs"] == trained["epochs_trained"]).all()
+
+
 BAD_SPECS = [
     ({"model.arch": "resnet9000"}, "model.arch: unknown model 'resnet9000'; known: "),
     ({"data.dataset": "imagenet"}, "data.dataset: unknown dataset 'imagenet'; known: "),

@@ -131,6 +131,28 @@ def test_a_node_lost_mid_trial_costs_no_epoch_and_trials_use_several_nodes(clust
     assert _saved_storage(out) == str(storage) and tune.Tuner.can_restore(str(storage / "tune"))
 
 
+def test_a_level_trained_on_one_node_serves_a_trial_on_another(cluster, tmp_path):
+    # Two pruning ratios at one learning rate share their dense round: one trial trains it on its node
+    # while the other, on the other node, waits for it and takes it from the storage every node reads.
+    cluster, nodes = cluster
+    spec_path = search_spec(tmp_path, **{
+        "search": {"algorithm": "grid", "num_samples": 1, "max_concurrent": 2, "scheduler": "fifo", "seed": 0},
+        "model.width": 0.25, "train.lr": 0.05, "prune.ratio": {"grid": [0.3, 0.7]}, "train.epochs": 2})
+    out, storage = tmp_path / "out", tmp_path / "shared-storage"
+    process = subprocess.run(
+        [sys.executable, "-m", "ticketsearch", "run", str(spec_path), "--out", str(out),
+         "--address", cluster.address, "--storage", str(storage)], capture_output=True, timeout=400)
+    assert process.returncode == 0, process.stderr.decode()[-3000:]
+    epochs = assert_each_epoch_once(out)
+    dense = epochs[epochs["phase"] == "dense"]
+    trained, reused = dense[~dense["reused"]], dense[dense["reused"]]
+    assert trained["trial_id"].nunique() == 1 and reused["trial_id"].nunique() == 1
+    assert set(trained["node_id"]).isdisjoint(reused["node_id"]), "both trials ran on one node"
+    assert len(list((storage / "levels").glob("dense-*/result.pt"))) == 1
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert sorted(trials["reused_epochs"]) == [0, 2] and set(trials["status"]) == {"completed"}
+
+
 def test_preflight_names_storage_a_node_cannot_read(tmp_path):
     (tmp_path / "ok").write_text("token")
     assert probe_node(str(tmp_path / "ok"), "token", []) == ""

@@ -99,7 +99,7 @@ def test_imp_on_downsampled_imagenet_from_1000_class_weights(tmp_path):
         "transfer.ticket": "imp", "transfer.finetune": ["standard"],
         "transfer.source": {"dataset": "imagenet16", "root": str(tmp_path), "val_split": 12},
         "prune.ratio": 0.5, "prune.rounds": 2, "prune.find_epochs": 1})
-    trainer = create_trainer(config, cache_dir=tmp_path / "cache")
+    trainer = create_trainer(config, levels_dir=tmp_path / "cache")
     records = list(trainer)
     assert [r.phase for r in records] == ["finetune_standard"]
     assert trainer.sparsity == pytest.approx(1 - 0.5 ** 2, abs=1e-3)

@@ -22,8 +22,9 @@ TIMING = {"epoch_seconds", "eval_seconds", "examples_per_second"}
 
 
 def same_records(frame: pd.DataFrame, records) -> bool:
-    left = [{k: v for k, v in row.items() if k not in TIMING | {"trial_id", "node", "node_id"}} for row in frame.to_dict("records")]
-    right = [{k: v for k, v in r.as_dict().items() if k not in TIMING} for r in records]
+    skip = TIMING | {"reused"}  # who trained a level does not change its records
+    left = [{k: v for k, v in row.items() if k not in skip | {"trial_id", "node", "node_id"}} for row in frame.to_dict("records")]
+    right = [{k: v for k, v in r.as_dict().items() if k not in skip} for r in records]
     clean = lambda rows: [{k: None if v != v else v for k, v in row.items()} for row in rows]
     return clean(left) == clean(right)
 
@@ -88,7 +89,10 @@ def test_driver_killed_mid_search_resumes_with_every_epoch_once(tmp_path):
         os.killpg(process.pid, signal.SIGKILL)  # power loss: driver and its embedded Ray
         process.wait()
     before = pd.read_parquet(out / "epochs")
+    levels = {path: path.stat().st_mtime_ns for path in (out / "levels").glob("*/result.pt")}
     assert main(["run", str(spec_path), "--out", str(out), "--resume", "--num-cpus", "2"]) == 0
+    # Levels finished before the kill are used as they are, never trained (or written) again.
+    assert levels and all(path.stat().st_mtime_ns == mtime for path, mtime in levels.items())
     trials = pd.read_parquet(out / "trials.parquet")
     assert len(trials) == 5 and set(trials["status"]) <= {"completed", "early-stopped"}, trials.get("error")
     epochs = assert_each_epoch_once(out)

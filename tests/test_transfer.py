@@ -37,7 +37,7 @@ def transfer_tree(pretrained: dict, **transfer) -> dict:
         "model": {"arch": "small_cnn", "width": 0.25},
         "train": {"epochs": 1, "batch_size": 32, "lr": 0.05, "eval_examples": 60, "schedule": "constant"},
         "attack": {"train": {"pgd": {"eps": 0.1, "alpha": 0.05, "steps": 2}},
-                   "eval": {"pgd": {"eps": 0.1, "alpha": 0.03, "steps": 5}}},
+                   "eval": {"pgd": {"eps": 0.1, "alpha": 0.03, "steps": 5}}, "test_autoattack": False},
         "prune": {"ratio": 0.6, "rounds": 1},
         "transfer": {"pretrained": pretrained, "source": SOURCE, **transfer},
     }
@@ -114,12 +114,12 @@ def test_ticket_sources(source_model):
 def test_imp_on_the_source_rewinds_to_the_pretrained_weights(source_model, tmp_path):
     config = transfer_config({"file": source_model["file"]},
                              **{"transfer.ticket": "imp", "prune.rounds": 2, "prune.find_epochs": 1})
-    trainer, _ = run(config, cache_dir=tmp_path)
+    trainer, _ = run(config, levels_dir=tmp_path)
     assert trainer.sparsity == pytest.approx(1 - 0.4 ** 2, abs=1e-3)
     summary = trainer.summary()
     assert summary["find_seconds"] > 0 and not summary["imp_reused"]
     assert 0 <= summary["source_val_clean_acc"] <= 1
-    again, _ = run(config, cache_dir=tmp_path)
+    again, _ = run(config, levels_dir=tmp_path)
     assert again.summary()["imp_reused"]
     assert all(torch.equal(m, again.mask.tensors[n]) for n, m in trainer.mask.tensors.items())
 
@@ -128,7 +128,7 @@ def test_imp_paths_of_different_depths_share_their_common_rounds(source_model, t
     def imp(rounds, cache_dir):
         config = transfer_config({"file": source_model["file"]},
                                  **{"transfer.ticket": "imp", "prune.rounds": rounds, "prune.find_epochs": 1})
-        return run(config, cache_dir=cache_dir)[0]
+        return run(config, levels_dir=cache_dir)[0]
 
     alone = imp(3, None)  # no cache: every round computed in this trial
     one = imp(1, tmp_path)
@@ -142,14 +142,14 @@ def test_imp_paths_of_different_depths_share_their_common_rounds(source_model, t
 
 
 def test_dense_baseline_is_computed_once_for_a_shared_setting(source_model, tmp_path):
-    first, _ = run(transfer_config({"file": source_model["file"]}), cache_dir=tmp_path)
-    second, _ = run(transfer_config({"file": source_model["file"]}, **{"prune.ratio": 0.8}), cache_dir=tmp_path)
+    first, _ = run(transfer_config({"file": source_model["file"]}), levels_dir=tmp_path)
+    second, _ = run(transfer_config({"file": source_model["file"]}, **{"prune.ratio": 0.8}), levels_dir=tmp_path)
     assert not first.summary()["dense_reused"] and second.summary()["dense_reused"]
-    assert len(list(tmp_path.glob("dense-*.pt"))) == 1
+    assert len(list(tmp_path.glob("finetune_dense-*/result.pt"))) == 1
     assert first.dense_results == second.dense_results
-    other_lr, _ = run(transfer_config({"file": source_model["file"]}, **{"train.lr": 0.02}), cache_dir=tmp_path)
+    other_lr, _ = run(transfer_config({"file": source_model["file"]}, **{"train.lr": 0.02}), levels_dir=tmp_path)
     assert not other_lr.summary()["dense_reused"]  # another fine-tuning lr is another dense setting
-    assert len(list(tmp_path.glob("dense-*.pt"))) == 2
+    assert len(list(tmp_path.glob("finetune_dense-*/result.pt"))) == 2
 
 
 def test_double_win_verdict_follows_the_numbers(source_model):
@@ -276,9 +276,9 @@ def test_offline_transfer_search_end_to_end(tmp_path):
     assert sorted(trials["config.data.fraction"]) == [0.1, 0.1, 1.0, 1.0]
     # One dense baseline per fraction, shared by the two sparsities; one pre-training for all.
     assert trials["dense_reused"].sum() == 2
-    assert len(list((out / "cache").glob("dense-*.pt"))) == 2 and len(list((out / "cache").glob("pretrain-*.pt"))) == 1
+    assert len(list((out / "levels").glob("finetune_dense-*/result.pt"))) == 2 and len(list((out / "levels").glob("pretrain-*/result.pt"))) == 1
     # One IMP path of 2 rounds for all four trials: of their 1 + 2 + 1 + 2 rounds, only 2 were computed.
-    assert len(list((out / "cache").glob("imp-*.pt"))) == 2 and trials["imp_rounds_reused"].sum() == 4
+    assert len(list((out / "levels").glob("source_imp-*/result.pt"))) == 2 and trials["imp_rounds_reused"].sum() == 4
     assert len(epochs) == 4 * 2 and set(epochs["phase"]) == {"finetune_standard", "finetune_adversarial"}
     assert trials["objective"].equals(trials["double_win_margin"])
     # Each trial's dense baseline, epoch by epoch beside its own: the same phases and epochs, and the

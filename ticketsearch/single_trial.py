@@ -13,17 +13,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow as pa
 import torch
 
 from ticketsearch.core.checkpoint import load_state, save_state
 from ticketsearch.errors import UserError
-from ticketsearch.results.parquet import flatten, write_table_atomic, write_trial_epochs
+from ticketsearch.layout import LEVELS, TICKETS, TRIALS, UNSHARED
+from ticketsearch.records import EpochRecord, objective_value
+from ticketsearch.results.parquet import write_trial_epochs
 from ticketsearch.results.tensorboard import TrialWriter
 from ticketsearch.results.tickets import write_ticket
+from ticketsearch.results.trials_table import follow, new_row, write_trials
 from ticketsearch.spec import TrialConfig
-from ticketsearch.trainers import EpochRecord, create_trainer
-from ticketsearch.trainers.records import objective_value
+from ticketsearch.trainers import check_config, create_trainer, planned_epochs, summary_defaults
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,9 +69,11 @@ def run_one_trial(
 
     started = time.time()
     node = socket.gethostname()
-    trainer = create_trainer(config, device=resolve_device(device), state=state, cache_dir=out / "cache")
+    check_config(config)
+    levels = out / LEVELS if config.search.share_levels else out / LEVELS / UNSHARED / trial_id
+    trainer = create_trainer(config, device=resolve_device(device), state=state, levels_dir=levels)
     echo(f"trial {trial_id}: {config.model.arch} width {config.model.width:g} on {config.data.dataset}, "
-         f"{len(trainer.phases)} rounds/phases, device {trainer.device}, out {out}")
+         f"{planned_epochs(config)} epochs planned, device {trainer.device}, out {out}")
     writer = TrialWriter(out, trial_id)
     try:
         for record in trainer:
@@ -85,13 +88,13 @@ def run_one_trial(
     finally:
         writer.close()
     trial_summary = trainer.summary()
-    summary = {"trial_id": trial_id, "seed": config.train.seed, "config_hash": config.content_hash(),
-               "objective": objective_value(config.objective.metric, trainer.records, trial_summary),
-               **trial_summary, "wall_seconds": time.time() - started,
-               **{f"config.{k}": v for k, v in flatten(config.to_dict()).items()}}
+    summary = follow(new_row(trial_id, config, summary_defaults(config)), trainer.records, trial_summary)
+    summary.update({"status": trainer.status, "node": node,
+                    "objective": objective_value(config.objective.metric, trainer.records, trial_summary)})
     if trainer.ticket_state is not None:
-        summary["ticket_dir"] = str(write_ticket(out / "tickets" / trial_id, trainer.state_dict(), config, summary))
-    write_table_atomic(pa.Table.from_pylist([summary]), out / "trials.parquet")
+        summary["ticket_dir"] = str(write_ticket(out / TICKETS / trial_id, trainer.state_dict(), config, summary))
+    write_trials(out / TRIALS, [summary])
+    summary["wall_seconds"] = time.time() - started
     echo(format_summary(summary, trainer.sparsity_report(), out))
     return summary
 

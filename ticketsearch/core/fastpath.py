@@ -11,8 +11,8 @@ Why these defaults (measured figures in BENCHMARKS.md):
   and bf16 keeps fp32's exponent range, so no loss scaling is needed. Autocast casts inside the
   convolutions and matmuls only: images, perturbations and their gradients stay fp32, so the
   attack's projection onto the eps-ball is exact (bf16 images are not: 8.47/255 seen for 8/255,
-  PITFALLS.md). fp32 on CPU: these 2-core AMD EPYCs have AVX2 but neither AVX512-BF16 nor AMX, and
-  oneDNN emulates bf16 there about 10x slower than fp32 (ResNet-20 PGD-10 step, this session).
+  PITFALLS.md). fp32 on CPU: a CPU with AVX2 but neither AVX512-BF16 nor AMX has no bf16 units,
+  and oneDNN emulates bf16 there about 10x slower than fp32 (ResNet-20 PGD-10 step, BENCHMARKS.md).
 - channels-last everywhere: oneDNN and cuDNN both pick faster convolution kernels for NHWC.
 - batch norms folded into convs for the eval-mode attack passes: one pass over the activations fewer
   per conv-BN pair, forward and backward (ResNet-20 PGD-10 step 1.2-1.3x on CPU).

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ticketsearch.trainers.records import EpochRecord
+from ticketsearch.records import EpochRecord
 
 _ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
 _HINTS = typing.get_type_hints(EpochRecord)

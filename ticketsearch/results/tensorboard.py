@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from ticketsearch.trainers.records import EpochRecord
+from ticketsearch.records import EpochRecord
 
 # Scalar tag -> EpochRecord field. Accuracies are fractions in [0, 1]; seconds are wall time.
 SCALARS = {

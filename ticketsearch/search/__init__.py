@@ -7,7 +7,7 @@ module of this package imports Ray (importing `ticketsearch.search.x` runs this 
 import os
 
 # Ray would start workers through `uv run` when the driver runs under it (the README's commands do),
-# packing the working directory, .venv included (6.6 GB here), into every session; the project's
+# packing the working directory, .venv included (gigabytes), into every Ray session; the project's
 # environment is already active, so workers start from it directly.
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic live trial table (CLIReporter)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from ticketsearch import __version__
 from ticketsearch.errors import UserError
+from ticketsearch.layout import LEVELS
 from ticketsearch.search.heartbeat import driver_record, write_json_atomic
 from ticketsearch.spec import Spec
 
@@ -67,7 +68,7 @@ def run_search(
         started = time.time()
         _write_search_json(out, spec, started=started, resume=resume, storage=storage)
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, tree=dict(spec.tree), source=spec.source, cache_dir=_cache_dir(storage, out)),
+            tune.with_parameters(run_trial, tree=dict(spec.tree), source=spec.source, levels_dir=_levels_dir(storage, out)),
             {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
         )
         reporter = tune.CLIReporter(
@@ -204,13 +205,14 @@ def _write_search_json(out: Path, spec: Spec, *, started: float, ended: float | 
     write_json_atomic(path, document)
 
 
-def _cache_dir(storage: str, out: Path) -> str:
-    """Where trials keep work they share (transfer: pre-training, IMP on the source, the dense baseline).
+def _levels_dir(storage: str, out: Path) -> str:
+    """Where trials keep the levels they share (trainers/levels.py).
 
-    `<out>/cache` by default; beside the checkpoints when `--storage` is a path (an NFS mount every
-    node reaches), so each setting is computed once for the whole cluster, under a file lock. With an
-    object-store URI each node computes a setting once and keeps it at `<out>/cache` on its own disk.
+    `<out>/levels` by default; beside the checkpoints when `--storage` is a path (an NFS mount every
+    node reaches), so each level is trained once for the whole cluster, under a file lock, and a level
+    trained on one node serves trials on every other. With an object-store URI each node trains a
+    level once and keeps it at `<out>/levels` on its own disk.
     """
     if "://" in storage or Path(storage) == out / "ray":
-        return str(out / "cache")
-    return str(Path(storage) / "cache")
+        return str(out / LEVELS)
+    return str(Path(storage) / LEVELS)

@@ -15,27 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 from ray import tune
 
 from ticketsearch.core.checkpoint import load_state
-from ticketsearch.results.parquet import flatten, write_table_atomic, write_trial_epochs
+from ticketsearch.layout import TRIALS
+from ticketsearch.results.parquet import write_trial_epochs
+from ticketsearch.results.trials_table import follow, new_row, write_trials
 from ticketsearch.search.trainable import DENSE_RECORDS, STATE_FILE
 from ticketsearch.results.tickets import write_ticket
 from ticketsearch.results.tensorboard import TrialWriter
 from ticketsearch.spec import Spec
-from ticketsearch.trainers import RECORD_FIELDS, EpochRecord, summary_defaults
-
-
-# Trial-level numbers known only when a trial ends: present (NaN) from a trial's first row on, so
-# trials.parquet keeps one schema whatever state the trials are in.
-SUMMARY_DEFAULTS: dict[str, Any] = {
-    **dict.fromkeys(("best_val_robust_acc", "eval_seconds", "target_robust_acc", "ticket_epochs_to_target",
-                     "ticket_seconds_to_target", "dense_epochs_to_target", "dense_seconds_to_target",
-                     "find_seconds", "speedup", "epoch_speedup", "test_clean_acc", "test_robust_acc",
-                     "test_examples", "test_autoattack_acc"), math.nan),
-    "guard_fired": False,
-}
+from ticketsearch.records import RECORD_FIELDS, EpochRecord
+from ticketsearch.trainers import summary_defaults
 
 
 class ResultsCallback(tune.Callback):
@@ -148,28 +139,14 @@ class ResultsCallback(tune.Callback):
 
     # ---------------------------------------------------------------- rows
     def _row(self, trial, result: dict[str, Any]) -> dict[str, Any]:
-        row = self.trials.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "status": "pending", "error": "",
-                                                      "ticket_dir": "", **SUMMARY_DEFAULTS,
-                                                      **summary_defaults(self.spec.default_trial)})
         config = self.spec.trial(trial.config)
-        records = self._records(trial.trial_id)
-        main = [r for r in records if r.phase != "baseline"]
-        row.update({
-            "node": result.get("node_ip", row.get("node", "")),
-            "node_id": result.get("node_id", row.get("node_id", "")),
-            "seed": config.train.seed,
-            "config_hash": config.content_hash(),
-            "epochs_trained": len(records),
-            "objective": result.get("objective", row.get("objective", math.nan)),
-            "final_round": main[-1].round if main else 0,
-            "final_sparsity": main[-1].sparsity if main else 0.0,
-            "final_val_clean_acc": main[-1].val_clean_acc if main else math.nan,
-            "final_val_robust_acc": main[-1].val_robust_acc if main else math.nan,
-            "robust_auc": main[-1].robust_auc if main else math.nan,
-            "train_seconds": sum(r.epoch_seconds for r in records),
-        })
-        row.update({k.removeprefix("summary/"): v for k, v in result.items() if k.startswith("summary/") and k != "summary/status"})
-        row.update({f"config.{k}": v for k, v in flatten(config.to_dict()).items()})
+        if trial.trial_id not in self.trials:
+            self.trials[trial.trial_id] = new_row(trial.trial_id, config, summary_defaults(config))
+        summary = {k.removeprefix("summary/"): v for k, v in result.items()
+                   if k.startswith("summary/") and k != "summary/status"}
+        row = follow(self.trials[trial.trial_id], self._records(trial.trial_id), summary or None)
+        row.update({"node": result.get("node_ip", row["node"]), "node_id": result.get("node_id", row["node_id"]),
+                    "objective": result.get("objective", row["objective"])})
         return row
 
     def _records(self, trial_id: str, with_nodes: bool = False) -> list:
@@ -178,13 +155,8 @@ class ResultsCallback(tune.Callback):
         return pairs if with_nodes else [record for record, *_ in pairs]
 
     def _save_trials(self) -> None:
-        if not self.trials:
-            return
-        frame = pd.DataFrame(list(self.trials.values()))
-        for column in frame.columns:  # one type per column whatever the rows hold (None, lists)
-            if frame[column].dtype == object:
-                frame[column] = frame[column].map(lambda v: "" if v is None else str(v))
-        write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), self.out / "trials.parquet")
+        if self.trials:
+            write_trials(self.out / TRIALS, self.trials.values())
 
     def _writer(self, trial_id: str) -> TrialWriter:
         if trial_id not in self.writers:

@@ -1,8 +1,9 @@
 """The Ray Tune trainable: a thin adapter that drives the core trainer one epoch per report.
 
 Every epoch it reports the epoch record (plus the trial's status and objective) with a checkpoint of
-the whole trial state, so a restarted trial (lost node, retried failure, resumed search) continues
-from its last finished epoch. The trainer itself knows nothing of Ray.
+the trial state, so a restarted trial (lost node, retried failure, resumed search) continues from its
+last finished epoch; the level it was training keeps its own progress under `levels_dir`. The
+trainer itself knows nothing of Ray.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import torch
 from ray import tune
 
 from ticketsearch.core.checkpoint import load_state, save_state
+from ticketsearch.layout import UNSHARED
 from ticketsearch.search.space import OBJECTIVE
 from ticketsearch.spec import spec_from_tree
 from ticketsearch.trainers import create_trainer
-from ticketsearch.trainers.records import objective_value
+from ticketsearch.records import objective_value
 
 STATE_FILE = "state.pt"
 # The last report of a transfer trial carries its dense baseline's epochs (JSON: one string value, so
@@ -29,10 +31,10 @@ STATE_FILE = "state.pt"
 DENSE_RECORDS = "dense_records"
 
 
-def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str, cache_dir: str | None = None) -> None:
+def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str, levels_dir: str | None = None) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint created" line per epoch
-    spec = spec_from_tree(dict(tree), source)
-    config = spec.trial(values)
+    # The spec was checked on the driver (every edge of its space); the trial's values are the searcher's.
+    config = spec_from_tree(dict(tree), source).trial(values)
     # Ray sets OMP_NUM_THREADS=1 in trials: follow the CPUs the trial was given instead.
     torch.set_num_threads(max(1, int(config.resources.cpu)))
     device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
@@ -46,7 +48,9 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_state(Path(directory) / STATE_FILE, config.content_hash())
-    trainer = create_trainer(config, device=device, state=state, cache_dir=cache_dir)
+    if levels_dir is not None and not config.search.share_levels:
+        levels_dir = str(Path(levels_dir) / UNSHARED / tune.get_context().get_trial_id())
+    trainer = create_trainer(config, device=device, state=state, levels_dir=levels_dir)
     metric = config.objective.metric
     # Tune reports the node's IP; the Ray node id also tells apart nodes that share a host.
     node_id = ray.get_runtime_context().get_node_id()

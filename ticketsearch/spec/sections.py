@@ -106,7 +106,7 @@ class TrainSection(Section):
     # Test examples evaluated once for a finished ticket (0 = the whole test split).
     test_examples: int = Field(0, ge=0)
     # Arithmetic of the forward passes (attack and training): auto = bf16 autocast on a CUDA GPU with
-    # bf16, fp32 on CPU (no bf16 units on these CPUs: emulated bf16 is ~10x slower). Images and
+    # bf16, fp32 on CPU (a CPU without bf16 units emulates bf16 ~10x slower). Images and
     # perturbations stay fp32 either way, so the eps bound holds exactly (core/fastpath.py).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # torch.compile the model: fused kernels for small models whose cost is GPU launch overhead. It
@@ -352,6 +352,10 @@ class SearchSection(Section):
     # can name them (search/checkpoint_retention.py).
     keep_checkpoints: int = Field(2, ge=1)
     keep_tickets: int = Field(3, ge=0)  # ticket files written for the best trials (by objective)
+    # Trials share the levels they have in common (trainers/levels.py): a dense round, an IMP path, the
+    # dense reference, trained once. false: every trial trains its whole path itself (independent
+    # repeats, or a measure of what sharing saves).
+    share_levels: bool = True
 
 
 class ResourcesSection(Section):
@@ -386,6 +390,10 @@ class TrialConfig(Section):
             raise ValueError(
                 f"prune.rewind: epoch {self.prune.rewind} is past the dense round's {self.find_epochs} epochs"
             )
+        # A ticket rewound to epoch k continues the schedule from there: it needs epochs left to train.
+        if self.prune.rounds > 0 and self.prune.rewind >= min(self.find_epochs, self.train.epochs):
+            raise ValueError(f"prune.rewind: a ticket rewound to epoch {self.prune.rewind} continues the schedule "
+                             f"from there; give fewer than {min(self.find_epochs, self.train.epochs)} epochs")
         return self
 
     @property

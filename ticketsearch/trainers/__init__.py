@@ -1,13 +1,16 @@
 """Trainers: plain Python objects that yield one `EpochRecord` per epoch and save their state.
 
-`create_trainer(config, ...)` looks the trainer up by `trainer.name`; `check_config(config)` checks
-every registered name in a trial config (trainer, data set, model, attacks) without building
-anything, so `ticketsearch validate` and the search layer fail before a trial starts.
+A trainer is a plan of levels (trainers/levels.py) run by one epoch engine (trainers/engine.py),
+plus a summary. `create_trainer(config, ...)` looks it up by `trainer.name`; `check_config(config)`
+checks every registered name in a trial config (trainer, data set, model, attacks) and the trainer's
+own needs without building anything, so `ticketsearch validate`, `train` and the search driver fail
+before a trial starts. Adding a trainer: its module, one `TRAINERS.register` line here, its spec
+section (spec/sections.py) and its report section (results/report.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -20,35 +23,48 @@ from ticketsearch.errors import UserError
 from ticketsearch.registry import Registry
 from ticketsearch.spec import TrialConfig
 from ticketsearch.spec.objectives import check_objective
-from ticketsearch.trainers import transfer
-from ticketsearch.trainers.imp import IMPTrainer, plan_phases
-from ticketsearch.trainers.records import RECORD_FIELDS, EpochRecord, convergence
+from ticketsearch.trainers import imp, transfer
+from ticketsearch.trainers.imp import IMPTrainer
+from ticketsearch.trainers.levels import LevelStore
+from ticketsearch.records import RECORD_FIELDS, SUMMARY_DEFAULTS, EpochRecord, convergence
 from ticketsearch.trainers.transfer import TransferTrainer
 
-TRAINERS: Registry[Callable[..., Any]] = Registry("trainer")
 
 
-@TRAINERS.register("imp")
-def _imp(config: TrialConfig, data=None, *, device="cpu", state=None, cache_dir=None) -> IMPTrainer:
-    return IMPTrainer(config, data, device=device, state=state)  # nothing of an IMP trial is shared
+@dataclass(frozen=True)
+class TrainerKind:
+    """What a trainer declares where it is registered, so nothing else branches on its name.
+
+    build(config, data, device=, state=, levels=) -> the trainer; planned_epochs(config): the epochs
+    a trial runs when nothing stops it early; summary_defaults(config): its own summary columns at
+    their values before the trial ends (trials.parquet keeps one schema); check(config): what it
+    needs before a trial starts, beyond names and shapes.
+    """
+
+    build: Callable[..., Any]
+    planned_epochs: Callable[[TrialConfig], int]
+    summary_defaults: Callable[[TrialConfig], dict[str, Any]] = lambda config: {}
+    check: Callable[[TrialConfig], None] = lambda config: None
 
 
-TRAINERS.register("transfer")(TransferTrainer)
+TRAINERS: Registry[TrainerKind] = Registry("trainer")
+TRAINERS.register("imp")(TrainerKind(IMPTrainer, imp.planned_epochs))
+TRAINERS.register("transfer")(TrainerKind(TransferTrainer, transfer.planned_epochs, transfer.summary_defaults,
+                                          transfer.check))
 
 __all__ = ["TRAINERS", "EpochRecord", "IMPTrainer", "RECORD_FIELDS", "TransferTrainer", "check_config",
            "convergence", "create_trainer", "planned_epochs", "summary_defaults"]
 
 
 def planned_epochs(config: TrialConfig) -> int:
-    """The epochs a trial runs when nothing stops it early (every round, phase and regime)."""
-    if config.trainer.name == "transfer":
-        return transfer.planned_epochs(config)
-    return sum(phase.epochs for phase in plan_phases(config))
+    """The epochs a trial runs when nothing stops it early (every level of its path, all regimes)."""
+    return TRAINERS.get(config.trainer.name, field="trainer.name").planned_epochs(config)
 
 
 def summary_defaults(config: TrialConfig) -> dict[str, Any]:
-    """Trainer-specific summary columns with their values before a trial ends."""
-    return transfer.summary_defaults(config) if config.trainer.name == "transfer" else {}
+    """Every summary column a trial ends with, at its value before the trial ends."""
+    kind = TRAINERS.get(config.trainer.name, field="trainer.name")
+    return {**SUMMARY_DEFAULTS, **kind.summary_defaults(config)}
 
 
 def check_config(config: TrialConfig) -> None:
@@ -70,30 +86,12 @@ def check_config(config: TrialConfig) -> None:
                              num_classes=info.num_classes, in_channels=info.channels, mean=info.mean, std=info.std,
                              input_size=config.model.input_size)
     prunable_weights(model, config.prune.exclude)
-    if config.transfer is not None and config.trainer.name == "transfer":
-        _check_transfer(config)
+    TRAINERS.get(config.trainer.name, field="trainer.name").check(config)
 
 
-def _check_transfer(config: TrialConfig) -> None:
-    """What a transfer trial needs before it starts: its files, its source task, its attacks."""
-    t = config.transfer
-    if t.source is not None:
-        DATASETS.get(t.source.dataset, field="transfer.source.dataset")
-        task_info(t.source.dataset, t.source.classes)
-    pretrain = t.pretrained.pretrain
-    if pretrain is not None:
-        ATTACKS.get(pretrain.regime.kind, field="transfer.pretrained.pretrain.regime.kind")
-        if pretrain.regime.kind == "autoattack":
-            raise UserError("transfer.pretrained.pretrain.regime.kind: autoattack is for evaluation only")
-    if t.pretrained.file is not None and not Path(t.pretrained.file).expanduser().exists():
-        raise UserError(f"transfer.pretrained.file: {t.pretrained.file} does not exist; give a state-dict file, "
-                        "a checkpoint.pt or a ticket directory")
-    if t.ticket_dir is not None and not (Path(t.ticket_dir).expanduser() / "manifest.json").is_file():
-        raise UserError(f"transfer.ticket_dir: {t.ticket_dir} is not a ticket directory (no manifest.json)")
-
-
-def create_trainer(config: TrialConfig, data=None, *, device="cpu", state=None, cache_dir=None):
-    """The trial's trainer. `cache_dir` holds work trials share (transfer: pre-training, IMP, dense)."""
-    check_config(config)
-    build = TRAINERS.get(config.trainer.name, field="trainer.name")
-    return build(config, data, device=device, state=state, cache_dir=cache_dir)
+def create_trainer(config: TrialConfig, data=None, *, device="cpu", state=None, levels_dir=None):
+    """The trial's trainer. `levels_dir` holds the levels trials share (trainers/levels.py); without it
+    a trial computes every level itself, in memory. The config was checked (`check_config`) by
+    whoever made it: `validate`, `train` and the search driver."""
+    kind = TRAINERS.get(config.trainer.name, field="trainer.name")
+    return kind.build(config, data, device=device, state=state, levels=LevelStore(levels_dir))

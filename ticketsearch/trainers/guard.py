@@ -21,7 +21,7 @@ from ticketsearch.core.fastpath import FastPath
 from ticketsearch.core.loops import evaluate
 from ticketsearch.spec import AttackConfig
 from ticketsearch.spec.sections import GuardSection
-from ticketsearch.trainers.records import NAN
+from ticketsearch.records import NAN
 
 
 class OverfittingGuard:

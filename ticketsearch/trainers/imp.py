@@ -1,303 +1,400 @@
-"""Adversarial iterative magnitude pruning: one trial, one epoch at a time, resumable.
+"""Adversarial iterative magnitude pruning as a plan of levels (trainers/levels.py).
 
 Round 0 trains the dense network; each later round prunes `prune.ratio` of the surviving weights by
-magnitude, rewinds the survivors (to the initialisation or to epoch k of round 0) and trains the
-ticket. Rounds 0..R-1 train under the ticket-finding regime (`prune.find_with`), round R under
-`attack.train`: the boosting-ticket cost trick (Li et al. 2020) finds the mask with cheap FGSM and
-trains the ticket with PGD. When the two regimes differ a "baseline" phase trains the dense network
-under `attack.train` too, so the ticket's convergence is compared in the same trial.
+magnitude, rewinds the survivors (to the initialisation, or to epoch k of round 0, continuing the
+schedule from there) and trains the ticket. Rounds 0..R-1 train under the ticket-finding regime
+(`prune.find_with`), round R under `attack.train`: the boosting-ticket cost trick (Li et al. 2020)
+finds the mask with cheap FGSM and trains the ticket with PGD. The controls (`prune.control`) change
+the final ticket only: `reinit` gives the IMP mask a fresh initialisation, `random_mask` draws a
+random mask with the IMP mask's per-layer counts. The dense reference ("baseline") trains the dense
+network under `attack.train` from the same initialisation when that is not the dense round itself.
 
-The trainer never imports Ray. Drive it with `for record in trainer`, or `next_record()`; between two
-records `state_dict()` captures everything needed to continue (weights, masks, rewind point,
-optimiser, schedule position, RNG states, records), and `IMPTrainer(config, data, state=...)`
+Each round and the reference are levels, named by what they read, so trials that share a round (a
+pruning-ratio sweep shares round 0; a `prune.rounds` sweep shares its IMP path; every trial shares
+the reference) train it once (`IMPTrainer` runs them through `trainers/engine.py`). The trainer
+never imports Ray. Drive it with `for record in trainer` or `next_record()`; between two records
+`state_dict()` captures what is needed to continue, and `IMPTrainer(config, data, state=...)`
 continues with the same records as an uninterrupted run on CPU.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ticketsearch.core.attacks import build_attack
 from ticketsearch.core.data import DataBundle
-from ticketsearch.core.fastpath import FastPath, resolve_fastpath
-from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
+from ticketsearch.core.fastpath import resolve_fastpath
 from ticketsearch.core.models import create_model
-from ticketsearch.core.pruning import Mask, MaskApplier, magnitude_prune, prunable_weights, random_mask_like
-from ticketsearch.core.schedule import lr_at
-from ticketsearch.spec import AttackConfig, TrialConfig
-from ticketsearch.trainers.base import EpochTrainer, load_task
-from ticketsearch.trainers.guard import OverfittingGuard
-from ticketsearch.trainers.random_stream import RandomStream
-from ticketsearch.trainers.records import NAN, EpochRecord, convergence
+from ticketsearch.core.pruning import Mask, magnitude_prune, prunable_weights, random_mask_like
+from ticketsearch.spec import TrialConfig
+from ticketsearch.trainers.engine import load_task
+from ticketsearch.trainers.engine import LevelRun, Recipe, evaluate_test_split, evaluation_key, snapshot, stamp
+from ticketsearch.trainers.levels import Level, LevelStore
+from ticketsearch.records import EpochRecord, convergence, path_summary
+
 
 @dataclass(frozen=True)
-class Phase:
+class Step:
+    """One level as it appears in a trial: its round and phase, and how it trains."""
+
+    level: Level
     round: int
-    name: str  # dense | find | ticket | baseline
-    regime: AttackConfig
-    epochs: int
-    lr: float
+    phase: str  # dense | find | ticket | baseline
+    recipe: Recipe
 
 
-def plan_phases(config: TrialConfig) -> list[Phase]:
-    rounds, train = config.prune.rounds, config.train
-    if rounds == 0:
-        return [Phase(0, "dense", config.attack.train, train.epochs, train.lr)]
-    find_lr = config.prune.find_lr or train.lr
-    phases = [Phase(0, "dense", config.find_regime, config.find_epochs, find_lr)]
-    phases += [Phase(r, "find", config.find_regime, config.find_epochs, find_lr) for r in range(1, rounds)]
-    phases.append(Phase(rounds, "ticket", config.attack.train, train.epochs, train.lr))
-    dense_differs = (config.find_regime, config.find_epochs, find_lr) != (config.attack.train, train.epochs, train.lr)
-    if config.trainer.dense_baseline and dense_differs:
-        phases.append(Phase(0, "baseline", config.attack.train, train.epochs, train.lr))
-    return phases
+def plan_levels(config: TrialConfig) -> list[Step]:
+    """The trial's levels in order: dense round, finding rounds, the ticket, then the dense reference."""
+    prune, train = config.prune, config.train
+    base = evaluation_key(config)
+    pruning = {"ratio": prune.ratio, "scope": prune.scope, "exclude": list(prune.exclude)}
+
+    def dense(recipe: Recipe, rewind: int) -> Level:
+        return Level("dense", {**base, "recipe": recipe.key(), "rewind": rewind})
+
+    if prune.rounds == 0:
+        recipe = Recipe.of(config, config.attack.train, train.epochs, train.lr)
+        return [Step(dense(recipe, 0), 0, "dense", recipe)]
+    find_lr = prune.find_lr or train.lr
+    find = Recipe.of(config, config.find_regime, config.find_epochs, find_lr)
+    steps = [Step(dense(find, prune.rewind), 0, "dense", find)]
+    rewound = Recipe.of(config, config.find_regime, config.find_epochs, find_lr, first_epoch=prune.rewind)
+    # Finding rounds and the ticket's are one kind of level: when the ticket trains like a finding round
+    # (same regime, lr and epochs, no control), an R-round ticket is round R of every deeper path.
+    for round_ in range(1, prune.rounds):
+        level = Level("round", {**base, "recipe": rewound.key(), "prune": pruning}, (steps[-1].level,))
+        steps.append(Step(level, round_, "find", rewound))
+    ticket = Recipe.of(config, config.attack.train, train.epochs, train.lr, first_epoch=prune.rewind)
+    control = {} if prune.control == "none" else {"control": prune.control}
+    level = Level("round", {**base, "recipe": ticket.key(), "prune": pruning, **control}, (steps[-1].level,))
+    steps.append(Step(level, prune.rounds, "ticket", ticket))
+    reference = Recipe.of(config, config.attack.train, train.epochs, train.lr)
+    reference_level = dense(reference, 0)
+    if config.trainer.dense_baseline and reference_level.digest != steps[0].level.digest:
+        steps.append(Step(reference_level, 0, "baseline", reference))
+    return steps
 
 
-class Diverged(Exception):
-    """The training loss became NaN or infinite."""
+def planned_epochs(config: TrialConfig) -> int:
+    return sum(step.recipe.epochs - step.recipe.first_epoch for step in plan_levels(config))
 
 
-class IMPTrainer(EpochTrainer):
-    def __init__(
-        self,
-        config: TrialConfig,
-        data: DataBundle | None = None,
-        *,
-        device: str | torch.device = "cpu",
-        state: dict[str, Any] | None = None,
-    ):
+class IMPTrainer:
+    # Its dense reference is a level of its own path ("baseline" records), not a separate table.
+    dense_records: tuple[EpochRecord, ...] = ()
+
+    def __init__(self, config: TrialConfig, data: DataBundle | None = None, *, device: str | torch.device = "cpu",
+                 state: dict[str, Any] | None = None, levels: LevelStore | None = None):
         self.config = config
         self.device = torch.device(device)
         self.data = (data if data is not None else load_task(config.data)).to(self.device)
-        info = self.data.info
+        self.store = levels or LevelStore(None)
         # bf16 autocast on CUDA, channels-last, optional torch.compile: core/fastpath.py.
         self.fastpath = resolve_fastpath(config.train.precision, config.train.compile, self.device)
-        self.augmentation = Augmentation(info.crop_padding, info.flip) if config.data.augment else Augmentation(0, False)
-        # The trial's own random stream: seeded here, swapped in around every epoch (next_record), so
-        # trainers interleaved in one process stay reproducible and the caller's RNG is left alone.
-        self.random = RandomStream(config.train.seed, self.device)
-        with self.random.active():
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(config.train.seed)  # the initialisation: from the trial seed alone
             self.model = self._new_model().to(self.device, memory_format=self.fastpath.memory_format)
-        # What the loops and attacks call: the model itself or its compiled wrapper (same parameters).
-        self.forward = self.fastpath.forward_module(self.model)
+        self.forward = self.fastpath.forward_module(self.model)  # the model, or its compiled wrapper
         self.weights = prunable_weights(self.model, config.prune.exclude)
-        self.init_state = _snapshot(self.model)
-        self.rewind_state: dict[str, Tensor] | None = self.init_state if config.prune.rewind == 0 else None
-        self.ticket_state: dict[str, Any] | None = None  # the final ticket, kept while the baseline trains
-        self._set_mask(Mask.ones(self.weights))
-        self.phases = plan_phases(config)
-        self.phase_index, self.epoch, self.step = 0, 0, 0
+        self.init_state = snapshot(self.model)
+        self.plan = plan_levels(config)
+        self.position = 0  # the step whose records come next
+        # Records of the current step not yet emitted (a finished level's, or those an interrupted level
+        # holds from before); None until the step is opened.
+        self.pending: list[EpochRecord] | None = None
+        self.step_emitted = 0  # records of the current step emitted so far
+        self.run: LevelRun | None = None  # the level this trial is training for plan[position]
+        self.rewind_state: dict[str, Tensor] | None = None  # round 0's weights at epoch prune.rewind
+        self.results: dict[str, dict[str, Any]] = {}  # level name -> its result (weights dropped once unneeded)
         self.records: list[EpochRecord] = []
-        self.test: dict[str, float] = {}
         self.status = "running"
-        self.shuffle = torch.Generator().manual_seed(config.train.seed)
-        self.augment_rng = torch.Generator(device=self.device).manual_seed(config.train.seed + 1)
-        self.guard = OverfittingGuard(config.attack.guard, config.attack.eval)
-        self.optimizer = self._new_optimizer()
-        self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval",
-                                       fold_batchnorm=self.fastpath.fold_batchnorm)
         if state is not None:
             self.load_state_dict(state)
 
     # ---------------------------------------------------------------- driving
     @property
-    def phase(self) -> Phase:
-        return self.phases[self.phase_index]
+    def done(self) -> bool:
+        return self.status != "running"
 
-    def _next_record(self) -> EpochRecord:
-        """Train and evaluate one epoch of the current round; start the next round when it ends."""
-        if self.epoch == 0 and self.step == 0:
-            self._start_phase()
-        phase, config = self.phase, self.config
-        steps_per_epoch = batches_per_epoch(self.data.train_x.shape[0], config.train.batch_size)
-        result = train_epoch(
-            self.forward, self.optimizer, self.data.train_x, self.data.train_y,
-            batch_size=config.train.batch_size,
-            attack=self._attack(phase.regime),
-            after_step=self.apply_mask,
-            lr_for_step=lambda step: lr_at(step, steps_per_epoch=steps_per_epoch, epochs=phase.epochs,
-                                           base_lr=phase.lr, schedule=config.train.schedule),
-            first_step=self.step,
-            shuffle=self.shuffle,
-            augmentation=self.augmentation,
-            augment_generator=self.augment_rng,
-            fastpath=self.fastpath,
-        )
-        self.epoch += 1
-        self.step += result.steps
-        if phase.name == "dense" and self.epoch == config.prune.rewind:
-            self.rewind_state = _snapshot(self.model)  # late rewinding (Frankle et al. 2020): epoch k of round 0
-        if not math.isfinite(result.loss):
-            self.status = "diverged"
-            return self._record(result, NAN, NAN, 0.0, NAN, False, "")
-        start = time.perf_counter()  # the guard's PGD check counts as evaluation time
-        guard_acc, fired, action = self.guard.after_epoch(
-            phase.regime, model=self.model, optimizer=self.optimizer, forward=self.forward,
-            attack_for=self._attack, images=self.data.train_x, labels=self.data.train_y,
-            fastpath=self.fastpath)
-        n = min(config.train.eval_examples, self.data.val_x.shape[0])
-        accuracy = evaluate(self.forward, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
-                            batch_size=config.train.eval_batch_size, fastpath=self.fastpath)
-        record = self._record(result, accuracy.clean, accuracy.robust, time.perf_counter() - start,
-                              guard_acc, fired, action)
-        if self.epoch >= phase.epochs or (fired and action != "record"):
-            self._end_phase()
-        return record
+    def __iter__(self):
+        while not self.done:
+            yield self.next_record()
 
-    def _record(self, result, clean, robust, eval_seconds, guard_acc, fired, action) -> EpochRecord:
-        phase = self.phase
-        this_round = [r.val_robust_acc for r in self.records if (r.round, r.phase) == (phase.round, phase.name)]
-        record = EpochRecord(
-            round=phase.round, phase=phase.name, epoch=self.epoch, global_epoch=len(self.records) + 1,
-            sparsity=self.sparsity, regime=phase.regime.describe(), lr=result.last_lr,
-            train_loss=result.loss, train_acc=result.accuracy, val_clean_acc=clean, val_robust_acc=robust,
-            robust_auc=sum(this_round + [robust]) / (len(this_round) + 1),
-            epoch_seconds=result.seconds, eval_seconds=eval_seconds,
-            examples_per_second=result.examples / result.seconds if result.seconds > 0 else NAN,
-            guard_robust_acc=guard_acc, guard_fired=fired, guard_action=action,
-        )
+    def next_record(self) -> EpochRecord:
+        if self.done:
+            raise StopIteration
+        step = self.plan[self.position]
+        if self.pending is None:
+            self._open(step)
+        if not self.pending:
+            self._train_epoch(step)
+        record = self.pending.pop(0)
+        record = stamp([record], round_=step.round, phase=step.phase, first_global=len(self.records) + 1,
+                       reused=record.reused)[0]
         self.records.append(record)
+        self.step_emitted += 1
+        if not self.pending and self.run is None:
+            self._finish_step(step)
         return record
 
-    # ---------------------------------------------------------------- rounds
-    def _start_phase(self) -> None:
-        phase, prune = self.phase, self.config.prune
-        if phase.name in ("find", "ticket"):
-            new_mask = magnitude_prune(self.weights, self.mask, prune.ratio, prune.scope)
-            if prune.control == "random_mask":
-                new_mask = random_mask_like(new_mask, torch.Generator().manual_seed(self.config.train.seed + phase.round))
-            self._set_mask(new_mask)
-            start = self._fresh_init(phase.round) if prune.control == "reinit" else self.rewind_state
-            self.model.load_state_dict(start)
-        elif phase.name == "baseline":
-            self._set_mask(Mask.ones(self.weights))
-            self.model.load_state_dict(self.init_state)
-        self.apply_mask()
-        self.optimizer = self._new_optimizer()
-        self.guard.reset()
-
-    def _end_phase(self) -> None:
-        phase = self.phase
-        if phase.name == "ticket" or (phase.name == "dense" and self.config.prune.rounds == 0):
-            self._finish_ticket()
-        self.phase_index += 1
-        self.epoch, self.step = 0, 0
-        if self.phase_index >= len(self.phases):
-            self.status = "completed"
-
-    def _finish_ticket(self) -> None:
-        """Evaluate the finished ticket on the test split once, and keep its files."""
-        self.ticket_state = {"weights": _snapshot(self.model), "mask": self.mask.state_dict()}
-        if not self.config.trainer.test_eval:
+    def _open(self, step: Step) -> None:
+        """Emit a finished level's records, or start (or resume) training it; meanwhile, while another
+        trial holds it, train the later levels nobody holds, so a waiting trial waits only when it must."""
+        while True:
+            result = self._result(step.level)
+            if result is not None:
+                self.pending = self._as_emitted(result)
+                return
+            if self.store.try_claim(step.level):
+                break
+            other = next((s for s in self.plan[self.position + 1:] if self._ready(s) and self.store.try_claim(s.level)), None)
+            if other is None:
+                self.store.claim(step.level)
+                break
+            self._train_whole(other)
+        result = self._result(step.level)  # finished by whoever held it while this trial waited
+        if result is not None:
+            self.store.release(step.level)
+            self.pending = self._as_emitted(result)
             return
-        n = self.config.train.test_examples or self.data.test_x.shape[0]
-        x, y = self.data.test_x[:n], self.data.test_y[:n]
-        accuracy = evaluate(self.forward, x, y, self.eval_attack, batch_size=self.config.train.eval_batch_size,
-                            fastpath=self.fastpath)
-        self.test = {"test_clean_acc": accuracy.clean, "test_robust_acc": accuracy.robust, "test_examples": float(n)}
-        if self.config.attack.test_autoattack:
-            # The reported AutoAttack figure runs in fp32 on the uncompiled model whatever the fast path:
-            # its many batch shapes would recompile, and a conservative number should not depend on bf16.
-            auto = self.config.attack.eval.model_copy(update={"kind": "autoattack"})
-            attack = build_attack(self.model, auto, self.data.info.num_classes, "attack.eval")
-            self.test["test_autoattack_acc"] = evaluate(self.model, x, y, attack,
-                                                        batch_size=self.config.train.eval_batch_size,
-                                                        fastpath=FastPath(self.device.type)).robust
+        self.run = self._start(step)
+        # Epochs an interrupted worker trained before this trial took the level over.
+        self.pending = [replace(r, reused=True) for r in self.run.records]
 
-    def _set_mask(self, mask: Mask) -> None:
-        self.mask = mask
-        self.sparsity = mask.sparsity()
-        self.apply_mask = MaskApplier(self.weights, mask)
+    def _ready(self, step: Step) -> bool:
+        return self._result(step.level) is None and all(self._result(p) is not None for p in step.level.parents)
 
-    def _fresh_init(self, round_: int) -> dict[str, Tensor]:
-        """A new random initialisation (the reinit control), seeded by the trial seed and round."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.train.seed + 7919 * round_)
-            return self._new_model().state_dict()
+    def _train_whole(self, step: Step) -> None:
+        """Train a level this trial will need later, start to end (its records are emitted in their turn)."""
+        run = self._start(step)
+        while not run.done:
+            run.run_epoch()
+            self._after_epoch(step, run)
+        self._save(step, run)
 
-    # ---------------------------------------------------------------- pieces
+    def _train_epoch(self, step: Step) -> None:
+        self.pending.append(self.run.run_epoch())
+        self._after_epoch(step, self.run)
+        if self.run.done:
+            self._save(step, self.run)
+            self.run = None
+
+    def _after_epoch(self, step: Step, run: LevelRun) -> None:
+        if step.level.kind == "dense" and run.epoch == self.config.prune.rewind and step.phase == "dense":
+            self.rewind_state = snapshot(self.model)  # late rewinding (Frankle et al. 2020): epoch k of round 0
+        if not run.done:
+            self.store.save_progress(step.level, {**run.state_dict(), "rewind": self.rewind_state})
+
+    def _save(self, step: Step, run: LevelRun) -> None:
+        rewinds = step.phase == "dense" and self.config.prune.rewind > 0
+        result = {"weights": snapshot(self.model), "mask": run.mask.state_dict(), "status": run.status,
+                  "rewind": self.rewind_state if rewinds else None,
+                  "records": [r.as_dict() for r in run.records], "trained_by": self.store.token,
+                  "best": run.best, "resumed_from": run.resumed_from}
+        self.store.save_result(step.level, result)
+        self.store.release(step.level)
+        self.results[step.level.name] = result
+
+    def _tested(self, step: Step) -> dict[str, Any]:
+        """The level's result with its test-split figures (last and best-validation weights), computed
+        once by the first trial whose ticket or reference it is, and kept with the level."""
+        result, settings = self._result(step.level), self._test_settings()
+        if settings in result.get("tests", {}) or result["status"] != "completed":
+            return result
+        self.store.claim(step.level)
+        try:
+            stored = self.store.result(step.level) or result
+            if settings not in stored.get("tests", {}):
+                self.model.load_state_dict(stored["weights"])
+                test = evaluate_test_split(self.model, self.data, self.config)
+                best = stored["best"]
+                if best is not None and test:
+                    self.model.load_state_dict(best["weights"])
+                    test.update({"best_epoch": float(best["epoch"]),
+                                 **evaluate_test_split(self.model, self.data, self.config, "best_test_")})
+                stored = {**stored, "tests": {**stored.get("tests", {}), settings: test}}
+                self.store.save_result(step.level, stored)
+        finally:
+            self.store.release(step.level)
+        self.results[step.level.name] = stored
+        return stored
+
+    def _test_settings(self) -> str:
+        """Names what a test evaluation reads, so a level tested one way is not reported for another."""
+        c = self.config
+        return json.dumps({"test_eval": c.trainer.test_eval, "examples": c.train.test_examples,
+                           "autoattack": c.attack.test_autoattack, "eval": c.attack.eval.model_dump(mode="json"),
+                           "batch": c.train.eval_batch_size}, sort_keys=True)
+
+    def _test_of(self, level: Level) -> dict[str, float]:
+        result = self._result(level)
+        return {} if result is None else result.get("tests", {}).get(self._test_settings(), {})
+
+    def _finish_step(self, step: Step) -> None:
+        self.pending, self.run, self.step_emitted = None, None, 0
+        is_ticket = step.phase == "ticket" or (step.phase == "dense" and self.config.prune.rounds == 0)
+        if is_ticket or step.phase == "baseline" or (step.phase == "dense" and self._dense_is_reference()):
+            self._tested(step)
+        result = self.results[step.level.name]
+        if is_ticket:
+            self.ticket_result = result
+        self.position += 1
+        if result["status"] == "diverged":
+            self.status = "diverged"
+        elif self.position >= len(self.plan):
+            self.status = "completed"
+        self._drop_unneeded_weights()
+
+    # ---------------------------------------------------------------- levels
+    def _result(self, level: Level) -> dict[str, Any] | None:
+        if level.name not in self.results:
+            result = self.store.result(level)
+            if result is None:
+                return None
+            self.results[level.name] = result
+        return self.results[level.name]
+
+    def _as_emitted(self, result: dict[str, Any]) -> list[EpochRecord]:
+        reused = result["trained_by"] != self.store.token
+        return [EpochRecord.from_dict({**r, "reused": reused}) for r in result["records"]]
+
+    def _start(self, step: Step) -> LevelRun:
+        """Load the weights and mask the level starts from, and its progress if it was interrupted."""
+        prune = self.config.prune
+        if not step.level.parents:
+            self.model.load_state_dict(self.init_state)
+            mask = Mask.ones(self.weights)
+            self.rewind_state = self.init_state if prune.rewind == 0 else None
+        else:
+            parent = self._result(step.level.parents[0])
+            self.model.load_state_dict(parent["weights"])
+            mask = magnitude_prune(self.weights, Mask.from_state_dict(parent["mask"], self.weights),
+                                   prune.ratio, prune.scope)
+            start = self._rewind_of(step)
+            if step.phase == "ticket" and prune.control == "random_mask":
+                mask = random_mask_like(mask, torch.Generator().manual_seed(step.level.seed))
+            if step.phase == "ticket" and prune.control == "reinit":
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(step.level.seed)
+                    start = self._new_model().state_dict()
+            self.model.load_state_dict(start)
+        run = LevelRun(self.model, self.forward, self.weights, mask, self.data, step.recipe, self.config,
+                       seed=step.level.seed, fastpath=self.fastpath, augment=self.config.data.augment)
+        progress = self.store.progress(step.level)
+        if progress is not None:
+            run.load_state_dict(progress)
+            if step.level.kind == "dense":
+                self.rewind_state = progress["rewind"]
+        return run
+
+    def _rewind_of(self, step: Step) -> dict[str, Tensor]:
+        """The weights a pruned level rewinds to: round 0's rewind point, carried down the IMP path."""
+        level = step.level
+        while level.parents:
+            level = level.parents[0]
+        rewind = self._result(level)["rewind"] if self._result(level) is not None else None
+        return rewind if rewind is not None else self.init_state
+
+    def _rewind_point(self) -> dict[str, Tensor] | None:
+        """Round 0's weights at epoch prune.rewind: from its level once it ended, else as captured here."""
+        dense = self._result(self.plan[0].level)
+        return self.rewind_state if dense is None else dense["rewind"]
+
+    def _drop_unneeded_weights(self) -> None:
+        """Keep weights only of the levels a later step starts from (trial states stay small); the
+        dense round keeps its rewind point."""
+        needed = {p.name for s in self.plan[self.position:] for p in s.level.parents}
+        for name, result in self.results.items():
+            if name not in needed and "weights" in result and result is not getattr(self, "ticket_result", None):
+                self.results[name] = {k: v for k, v in result.items() if k != "weights"}
+
     def _new_model(self) -> nn.Module:
         m, info = self.config.model, self.data.info
         return create_model(m.arch, width=m.width, depth=m.depth, num_classes=info.num_classes,
                             in_channels=info.channels, mean=info.mean, std=info.std, input_size=m.input_size)
 
-    def _new_optimizer(self) -> torch.optim.Optimizer:
-        t = self.config.train
-        return torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
-                               weight_decay=t.weight_decay, nesterov=t.nesterov and t.momentum > 0)
-
     # ---------------------------------------------------------------- results
+    @property
+    def ticket_state(self) -> dict[str, Any] | None:
+        result = getattr(self, "ticket_result", None)
+        return None if result is None else {"weights": result["weights"], "mask": result["mask"]}
+
+    @property
+    def mask(self) -> Mask:
+        held = self.run.mask.state_dict() if self.run is not None else (self.ticket_state or {}).get("mask")
+        return Mask.ones(self.weights) if held is None else Mask.from_state_dict(held, self.weights)
+
     def summary(self) -> dict[str, Any]:
-        """Trial-level numbers: status, final and best validation metrics, convergence, test split."""
-        main = [r for r in self.records if r.phase != "baseline"]
-        last = main[-1] if main else None
-        final_round = [r for r in main if last is not None and r.round == last.round]
-        return {
-            "status": self.status,
-            "epochs_trained": len(self.records),
-            "train_seconds": sum(r.epoch_seconds for r in self.records),
-            "eval_seconds": sum(r.eval_seconds for r in self.records),
-            "final_round": last.round if last else 0,
-            "final_sparsity": last.sparsity if last else 0.0,
-            "final_val_clean_acc": last.val_clean_acc if last else NAN,
-            "final_val_robust_acc": last.val_robust_acc if last else NAN,
-            "best_val_robust_acc": max((r.val_robust_acc for r in final_round), default=NAN),
-            "robust_auc": last.robust_auc if last else NAN,
-            "guard_fired": any(r.guard_fired for r in self.records),
-            **convergence(self.records),
-            **self.test,
-        }
+        """Trial-level numbers: the path's progress, convergence against the reference, the test split."""
+        by_phase = {phase: [r for r in self.records if r.phase == phase] for phase in ("dense", "find", "ticket", "baseline")}
+        ticket = by_phase["ticket"] or (by_phase["dense"] if self.config.prune.rounds == 0 else [])
+        reference = by_phase["baseline"] or (by_phase["dense"] if self._dense_is_reference() else [])
+        out = {"status": self.status, **path_summary(self.records),
+               **convergence(ticket, reference, by_phase["dense"] + by_phase["find"] if by_phase["ticket"] else [])}
+        result = getattr(self, "ticket_result", None)
+        if result is not None:
+            out.update(result.get("tests", {}).get(self._test_settings(), {}))
+        reference_step = next((s for s in self.plan if s.phase == "baseline"), None)
+        if reference_step is not None:
+            out.update({f"reference_{k}": v for k, v in self._test_of(reference_step.level).items()})
+        elif self._dense_is_reference():
+            out.update({f"reference_{k}": v for k, v in self._test_of(self.plan[0].level).items()})
+        return out
+
+    def _dense_is_reference(self) -> bool:
+        return self.config.prune.rounds > 0 and not any(s.phase == "baseline" for s in self.plan) \
+            and self.config.find_regime == self.config.attack.train
 
     def sparsity_report(self):
         """Per-layer sparsity of the final ticket (of the current mask before the ticket exists)."""
-        return Mask(self.ticket_state["mask"]).report() if self.ticket_state else self.mask.report()
+        return self.mask.report()
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue from this epoch boundary; loads with weights_only=True."""
         return {
             "config_hash": self.config.content_hash(),
-            "model": _snapshot(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "mask": self.mask.state_dict(),
             "init": self.init_state,
-            "rewind": None if self.config.prune.rewind == 0 else self.rewind_state,
+            "rewind": None if self.config.prune.rewind == 0 else self._rewind_point(),
             "ticket": self.ticket_state,
-            "position": {"phase_index": self.phase_index, "epoch": self.epoch, "step": self.step, "status": self.status},
+            "position": {"position": self.position, "status": self.status, "opened": self.pending is not None,
+                         "step_emitted": self.step_emitted},
+            "run": None if self.run is None else self.run.state_dict(),
+            "results": self.results,
             "records": [r.as_dict() for r in self.records],
-            "test": dict(self.test),
-            "rng": {**self.random.state_dict(), "shuffle": self.shuffle.get_state(),
-                    "augment": self.augment_rng.get_state()},
-            "guard": self.guard.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.init_state = {k: v.to(self.device) for k, v in state["init"].items()}
-        rewind = state["rewind"]
-        self.rewind_state = self.init_state if self.config.prune.rewind == 0 else (
-            None if rewind is None else {k: v.to(self.device) for k, v in rewind.items()})
-        self.ticket_state = state["ticket"]
-        self._set_mask(Mask.from_state_dict(state["mask"], self.weights))
-        self.model.load_state_dict(state["model"])
-        self.optimizer = self._new_optimizer()
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.rewind_state = self.init_state if self.config.prune.rewind == 0 else state["rewind"]
+        self.results = dict(state["results"])
         position = state["position"]
-        self.phase_index, self.epoch, self.step = position["phase_index"], position["epoch"], position["step"]
-        self.status = position["status"]
+        self.position, self.status = position["position"], position["status"]
         self.records = [EpochRecord.from_dict(r) for r in state["records"]]
-        self.test = dict(state["test"])
-        rng = state["rng"]
-        self.random.load_state_dict(rng)
-        self.shuffle.set_state(rng["shuffle"])
-        self.augment_rng.set_state(rng["augment"])
-        self.guard.load_state_dict(state["guard"])
-
-
-def _snapshot(model: nn.Module) -> dict[str, Tensor]:
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        for step in self.plan[:self.position]:
+            if step.phase == "ticket" or (step.phase == "dense" and self.config.prune.rounds == 0):
+                self.ticket_result = self.results[step.level.name]
+        if self.done:
+            return
+        step, self.step_emitted = self.plan[self.position], position["step_emitted"]
+        if state["run"] is not None:
+            self.store.claim(step.level)
+            result = self._result(step.level)
+            if result is not None:  # another trial finished the level after this one stopped
+                self.store.release(step.level)
+                self.pending = self._as_emitted(result)[self.step_emitted:]
+                return
+            self.run = self._start(step)
+            progress = self.store.progress(step.level)
+            # The level's own progress (saved by whoever trained it last) or this trial's, whichever is later.
+            if progress is None or progress["epoch"] < state["run"]["epoch"]:
+                self.run.load_state_dict(state["run"])
+                if step.phase == "dense":
+                    self.rewind_state = state["rewind"] if self.config.prune.rewind else self.init_state
+            self.pending = list(self.run.records[self.step_emitted:])
+        elif position["opened"]:
+            self.pending = self._as_emitted(self.results[step.level.name])[self.step_emitted:]

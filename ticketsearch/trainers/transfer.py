@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,11 +32,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ticketsearch.core.attacks import build_attack
+from ticketsearch.core.attacks import ATTACKS
 from ticketsearch.core.checkpoint import load_tensors
-from ticketsearch.core.data import DataBundle
-from ticketsearch.core.fastpath import FastPath, resolve_fastpath
-from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
+from ticketsearch.core.data import DATASETS, DataBundle, task_info
+from ticketsearch.core.fastpath import resolve_fastpath
 from ticketsearch.core.models import ImageClassifier, create_model
 from ticketsearch.core.pretrained import (
     classifier_keys,
@@ -49,15 +47,12 @@ from ticketsearch.core.pretrained import (
     torchvision_weights,
 )
 from ticketsearch.core.pruning import Mask, MaskApplier, magnitude_prune, prunable_weights, random_mask_like
-from ticketsearch.core.schedule import lr_at
 from ticketsearch.errors import UserError
 from ticketsearch.spec import AttackConfig, TrialConfig
-from ticketsearch.spec.sections import Schedule
-from ticketsearch.trainers.base import EpochTrainer, load_task
-from ticketsearch.trainers.guard import OverfittingGuard
-from ticketsearch.trainers.random_stream import RandomStream
-from ticketsearch.trainers.records import NAN, EpochRecord
-from ticketsearch.trainers.shared_cache import shared_value
+from ticketsearch.trainers.engine import load_task
+from ticketsearch.trainers.engine import LevelRun, Recipe, evaluate_test_split, snapshot, stamp
+from ticketsearch.trainers.levels import Level, LevelStore, train_level
+from ticketsearch.records import NAN, EpochRecord, path_summary
 
 NATURAL = AttackConfig(kind="natural")
 METRICS = ("val_clean_acc", "val_robust_acc", "test_clean_acc", "test_robust_acc")
@@ -106,7 +101,7 @@ def double_win(ticket: dict[str, dict[str, float]], dense: dict[str, dict[str, f
     return margin >= 0, margin
 
 
-class TransferTrainer(EpochTrainer):
+class TransferTrainer:
     def __init__(
         self,
         config: TrialConfig,
@@ -114,36 +109,36 @@ class TransferTrainer(EpochTrainer):
         *,
         device: str | torch.device = "cpu",
         state: dict[str, Any] | None = None,
-        cache_dir: str | Path | None = None,
+        levels: LevelStore | None = None,
         dense: bool = False,
         pretrained: tuple[dict[str, Tensor], dict[str, Any]] | None = None,
     ):
         self.config = config
         self.device = torch.device(device)
-        self.cache_dir = cache_dir
+        self.store = levels or LevelStore(None)
         self.dense = dense  # the dense baseline: the same fine-tuning with no mask
         self.fastpath = resolve_fastpath(config.train.precision, config.train.compile, self.device)
         self.data = (data if data is not None else load_task(config.data)).to(self.device)
         info = self.data.info
-        self.augmentation = Augmentation(info.crop_padding, info.flip) if config.data.augment else Augmentation(0, False)
         self.phases = plan_finetuning(config)
-        self.phase_index, self.epoch, self.step = 0, 0, 0
+        self.phase_index = 0
+        self.run: LevelRun | None = None  # the regime being fine-tuned
         self.records: list[EpochRecord] = []
         self.results: dict[str, dict[str, float]] = {}  # regime -> the ticket's accuracies at its end
         self.dense_results: dict[str, dict[str, float]] = {}  # regime -> the dense baseline's
         # The dense baseline's own epochs (shared by the trials of its setting): reported beside the trial's.
         self.dense_records: list[EpochRecord] = []
         self.status = "running"
-        seed = config.train.seed
-        self.random = RandomStream(seed, self.device)
-        self.shuffle = torch.Generator().manual_seed(seed)
-        self.augment_rng = torch.Generator(device=self.device).manual_seed(seed + 1)
         self._pretrained = pretrained
+        # Epochs, seconds and passes of the shared levels this trial used (pre-training, IMP on the
+        # source, the dense fine-tuning), split by who trained them.
+        self.level_cost = dict.fromkeys((f"{who}_{unit}" for who in ("trained", "reused")
+                                         for unit in ("epochs", "seconds", "passes")), 0.0)
         if state is None:
-            with self.random.active():
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 model, mask, self.provenance = self._build_ticket()
         else:
-            channels = int(state["model"]["normalize.mean"].shape[1])
+            channels = int(state["init"]["normalize.mean"].shape[1])
             model = self._new_model(info.num_classes, channels)
             mask = None
             self.provenance = dict(state["provenance"])
@@ -154,115 +149,75 @@ class TransferTrainer(EpochTrainer):
         self.weights = {name: parameters[name] for name in mask_state}
         self.mask = Mask.from_state_dict(mask_state, self.weights)
         self.sparsity = self.mask.sparsity()
-        self.apply_mask = MaskApplier(self.weights, self.mask)
-        self.apply_mask()
-        self.init_state = _snapshot(self.model)  # the start of every regime: masked pre-trained weights, new head
+        MaskApplier(self.weights, self.mask)()
+        self.init_state = snapshot(self.model)  # the start of every regime: masked pre-trained weights, new head
         self.ticket_state: dict[str, Any] | None = None
-        self.optimizer = self._new_optimizer(self.phase.lr)
-        self.eval_attack = build_attack(self.forward, config.attack.eval, info.num_classes, "attack.eval",
-                                       fold_batchnorm=self.fastpath.fold_batchnorm)
-        # FGSM fine-tuning can collapse as FGSM training does; the dense baseline is guarded alike.
-        self.guard = OverfittingGuard(config.attack.guard, config.attack.eval)
         if state is not None:
             self.load_state_dict(state)
 
     # ---------------------------------------------------------------- driving
     @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+    @property
     def phase(self) -> FineTuning:
         return self.phases[min(self.phase_index, len(self.phases) - 1)]
 
-    def _next_record(self) -> EpochRecord:
-        """Fine-tune and evaluate one epoch; at the end of the last regime, compare with dense."""
-        if self.epoch == 0 and self.step == 0:
-            self.model.load_state_dict(self.init_state)
-            self.optimizer = self._new_optimizer(self.phase.lr)
-            self.guard.reset()
-        phase, train = self.phase, self.config.train
-        steps_per_epoch = batches_per_epoch(self.data.train_x.shape[0], train.batch_size)
-        result = train_epoch(
-            self.forward, self.optimizer, self.data.train_x, self.data.train_y,
-            batch_size=train.batch_size, attack=self._attack(phase.regime), after_step=self.apply_mask,
-            lr_for_step=lambda step: lr_at(step, steps_per_epoch=steps_per_epoch, epochs=train.epochs,
-                                           base_lr=phase.lr, schedule=train.schedule),
-            first_step=self.step, shuffle=self.shuffle, augmentation=self.augmentation,
-            augment_generator=self.augment_rng, fastpath=self.fastpath,
-        )
-        self.epoch += 1
-        self.step += result.steps
-        if not math.isfinite(result.loss):
-            self.status = "diverged"
-            return self._record(result, NAN, NAN, 0.0)
-        start = time.perf_counter()  # the guard's PGD check counts as evaluation time
-        guard_acc, fired, action = self.guard.after_epoch(
-            phase.regime, model=self.model, optimizer=self.optimizer, forward=self.forward,
-            attack_for=self._attack, images=self.data.train_x, labels=self.data.train_y,
-            fastpath=self.fastpath)
-        n = min(train.eval_examples, self.data.val_x.shape[0])
-        accuracy = evaluate(self.forward, self.data.val_x[:n], self.data.val_y[:n], self.eval_attack,
-                            batch_size=train.eval_batch_size, fastpath=self.fastpath)
-        record = self._record(result, accuracy.clean, accuracy.robust, time.perf_counter() - start,
-                              (guard_acc, fired, action))
-        if self.epoch >= train.epochs or (fired and action != "record"):
-            self._end_phase(record)
-        return record
+    def __iter__(self):
+        while not self.done:
+            yield self.next_record()
 
-    def _record(self, result, clean: float, robust: float, eval_seconds: float,
-                guard: tuple[float, bool, str] = (NAN, False, "")) -> EpochRecord:
-        phase = self.phase
-        this_phase = [r.val_robust_acc for r in self.records if r.phase == phase.name]
-        record = EpochRecord(
-            round=self.provenance.get("ticket_round", 0), phase=phase.name, epoch=self.epoch,
-            global_epoch=len(self.records) + 1, sparsity=self.sparsity, regime=phase.regime.describe(),
-            lr=result.last_lr, train_loss=result.loss, train_acc=result.accuracy, val_clean_acc=clean,
-            val_robust_acc=robust, robust_auc=sum(this_phase + [robust]) / (len(this_phase) + 1),
-            epoch_seconds=result.seconds, eval_seconds=eval_seconds,
-            examples_per_second=result.examples / result.seconds if result.seconds > 0 else NAN,
-            guard_robust_acc=guard[0], guard_fired=guard[1], guard_action=guard[2],
-        )
+    def _start_regime(self) -> LevelRun:
+        """Fine-tuning under the current regime, from the masked pre-trained weights; the seed depends
+        on the regime alone, so the ticket and the dense baseline draw the same batches."""
+        phase, train = self.phase, self.config.train
+        self.model.load_state_dict(self.init_state)
+        recipe = Recipe.of(self.config, phase.regime, train.epochs, phase.lr)
+        return LevelRun(self.model, self.forward, self.weights, self.mask, self.data, recipe, self.config,
+                        seed=train.seed + 1000 * self.phase_index, fastpath=self.fastpath,
+                        augment=self.config.data.augment)
+
+    def next_record(self) -> EpochRecord:
+        """Fine-tune and evaluate one epoch; at the end of the last regime, compare with dense."""
+        if self.done:
+            raise StopIteration
+        if self.run is None:
+            self.run = self._start_regime()
+        record = stamp([self.run.run_epoch()], round_=self.provenance.get("ticket_round", 0), phase=self.phase.name,
+                       first_global=len(self.records) + 1, reused=False)[0]
         self.records.append(record)
+        if self.run.status == "diverged":
+            self.status = "diverged"
+        elif self.run.done:
+            self._end_phase(record)
         return record
 
     def _end_phase(self, last: EpochRecord) -> None:
         """Test this regime's ticket once and keep its numbers; after the last regime, compare with dense."""
         self.results[self.phase.short] = {"val_clean_acc": last.val_clean_acc, "val_robust_acc": last.val_robust_acc,
-                                          **self._test()}
-        self.ticket_state = {"weights": _snapshot(self.model), "mask": self.mask.state_dict()}
+                                          **evaluate_test_split(self.model, self.data, self.config)}
+        self.ticket_state = {"weights": snapshot(self.model), "mask": self.mask.state_dict()}
         self.phase_index += 1
-        self.epoch, self.step = 0, 0
+        self.run = None
         if self.phase_index >= len(self.phases):
             if not self.dense:
                 self._compare_with_dense()
             self.status = "completed"
 
-    def _test(self) -> dict[str, float]:
-        config = self.config
-        if not config.trainer.test_eval:
-            return {"test_clean_acc": NAN, "test_robust_acc": NAN}
-        n = config.train.test_examples or self.data.test_x.shape[0]
-        x, y = self.data.test_x[:n], self.data.test_y[:n]
-        accuracy = evaluate(self.forward, x, y, self.eval_attack, batch_size=config.train.eval_batch_size,
-                            fastpath=self.fastpath)
-        out = {"test_clean_acc": accuracy.clean, "test_robust_acc": accuracy.robust, "test_examples": float(n)}
-        if config.attack.test_autoattack:
-            auto = config.attack.eval.model_copy(update={"kind": "autoattack"})
-            # AutoAttack runs in fp32 on the uncompiled model: a conservative figure, whatever the fast path.
-            attack = build_attack(self.model, auto, self.data.info.num_classes, "attack.eval")
-            out["test_autoattack_acc"] = evaluate(self.model, x, y, attack, batch_size=config.train.eval_batch_size,
-                                                  fastpath=FastPath(self.device.type)).robust
-        return out
-
     # ---------------------------------------------------------------- the dense reference
     def _compare_with_dense(self) -> None:
-        value, reused = shared_value(self.cache_dir, "dense", self._dense_key(), self._run_dense)
+        value, reused = train_level(self.store, Level("finetune_dense", self._dense_key()), self._run_dense)
         self.dense_results = {regime: dict(numbers) for regime, numbers in value["results"].items()}
         self.dense_records = [EpochRecord.from_dict(r) for r in value["records"]]
         self.provenance["dense_reused"] = reused
+        _count(self.level_cost, value["records"], reused)
 
-    def _run_dense(self) -> dict[str, Any]:
-        dense = TransferTrainer(self.config, self.data, device=self.device, dense=True,
+    def _run_dense(self, progress: dict[str, Any] | None, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        dense = TransferTrainer(self.config, self.data, device=self.device, dense=True, state=progress,
                                 pretrained=self._pretrained_weights())
         for _ in dense:
-            pass
+            save_progress(dense.state_dict())
         results = dense.results if dense.status == "completed" else {
             phase.short: dict.fromkeys(METRICS, NAN) for phase in dense.phases}
         return {"results": results, "status": dense.status, "records": [r.as_dict() for r in dense.records]}
@@ -344,10 +299,12 @@ class TransferTrainer(EpochTrainer):
         mask_state, records, reused = None, [], 0
         setup = functools.cache(lambda: self._imp_setup(pretrained))  # data and network: only if a round runs here
         for round_ in range(self.config.prune.rounds):
-            value, was_reused = shared_value(
-                self.cache_dir, "imp", self._imp_key(round_),
-                lambda r=round_, before=mask_state: self._imp_round(*setup(), pretrained, before, r))
+            value, was_reused = train_level(
+                self.store, Level("source_imp", self._imp_key(round_)),
+                lambda progress, save, r=round_, before=mask_state: self._imp_round(
+                    *setup(), pretrained, before, r, progress, save))
             mask_state, records, reused = value["mask"], records + value["records"], reused + was_reused
+            _count(self.level_cost, value["records"], was_reused)
         return mask_state, records, reused
 
     def _imp_setup(self, pretrained: dict[str, Tensor]) -> tuple[DataBundle, ImageClassifier, dict[str, nn.Parameter]]:
@@ -364,25 +321,21 @@ class TransferTrainer(EpochTrainer):
         return source, model, self._prunable(model)
 
     def _imp_round(self, source: DataBundle, model: ImageClassifier, weights: dict[str, nn.Parameter],
-                   pretrained: dict[str, Tensor], before: dict[str, Tensor] | None, round_: int) -> dict[str, Any]:
-        """One IMP round: rewind to the pre-trained weights under the mask `before`, train, prune."""
+                   pretrained: dict[str, Tensor], before: dict[str, Tensor] | None, round_: int,
+                   progress: dict[str, Any] | None, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """One IMP round: rewind to the pre-trained weights under the mask `before`, train, prune. Its
+        random stream is seeded by the round alone: the level is shared, so it must not depend on who
+        trains it or on which earlier rounds were reused."""
         config, prune, train = self.config, self.config.prune, self.config.train
         mask = Mask.ones(weights) if before is None else Mask.from_state_dict(before, weights)
-        # Its own random stream, seeded by the round alone: the value is shared, so it must not depend
-        # on who computes it or on which earlier rounds came from the cache.
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(train.seed + round_)
-            model.load_state_dict(pretrained)
-            apply = MaskApplier(weights, mask)
-            apply()
-            optimizer = _sgd(model, prune.find_lr or train.lr, train.momentum, train.weight_decay, train.nesterov)
-            records = run_epochs(model, optimizer, source, config, phase="find", round_=round_,
-                                 sparsity=mask.sparsity(), regime=prune.find_with or NATURAL,
-                                 epochs=config.find_epochs, lr=prune.find_lr or train.lr, schedule=train.schedule,
-                                 batch_size=train.batch_size, after_step=apply, seed=train.seed + round_,
-                                 fastpath=self.fastpath)
-            mask = magnitude_prune(weights, mask, prune.ratio, prune.scope)
-        return {"mask": mask.state_dict(), "records": [r.as_dict() for r in records]}
+        model.load_state_dict(pretrained)
+        recipe = Recipe.of(config, prune.find_with or NATURAL, config.find_epochs, prune.find_lr or train.lr)
+        run = LevelRun(model, model, weights, mask, source, recipe, config, seed=train.seed + round_,
+                       fastpath=self.fastpath, augment=config.transfer.source.augment)
+        records = run.train_to_end(progress, save_progress, what=f"IMP round {round_} on {source.info.name}")
+        mask = magnitude_prune(weights, mask, prune.ratio, prune.scope)
+        return {"mask": mask.state_dict(),
+                "records": [r.as_dict() for r in stamp(records, round_=round_, phase="find", first_global=1, reused=False)]}
 
     def _imp_key(self, round_: int) -> dict[str, Any]:
         """What IMP's round `round_` (0-based) depends on: everything IMP reads except prune.rounds."""
@@ -416,8 +369,9 @@ class TransferTrainer(EpochTrainer):
             state = torchvision_weights(self.config.model.arch, source.torchvision, "transfer.pretrained.torchvision")
             described, extra = f"torchvision:{self.config.model.arch}.{source.torchvision}", {}
         else:
-            value, reused = shared_value(self.cache_dir, "pretrain", self._pretrained_key(), self._pretrain)
+            value, reused = train_level(self.store, Level("pretrain", self._pretrained_key()), self._pretrain)
             records = value["records"]
+            _count(self.level_cost, records, reused)
             state, described = value["model"], f"pretrain:{self.config.transfer.source.dataset}"
             extra = {"pretrain_reused": reused, "pretrain_seconds": sum(r["epoch_seconds"] for r in records),
                      "pretrain_val_clean_acc": records[-1]["val_clean_acc"],
@@ -436,7 +390,7 @@ class TransferTrainer(EpochTrainer):
                 "model": c.model.model_dump(mode="json"), "eval": c.attack.eval.model_dump(mode="json"),
                 "eval_examples": c.train.eval_examples}
 
-    def _pretrain(self) -> dict[str, Any]:
+    def _pretrain(self, progress: dict[str, Any] | None, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Train the network from scratch on the source task (seeded by pretrain.seed)."""
         config, pretrain = self.config, self.config.transfer.pretrained.pretrain
         source = load_task(config.transfer.source).to(self.device)
@@ -445,12 +399,14 @@ class TransferTrainer(EpochTrainer):
             torch.manual_seed(pretrain.seed)
             model = self._new_model(info.num_classes, info.channels, info.mean, info.std).to(
                 self.device, memory_format=self.fastpath.memory_format)
-            optimizer = _sgd(model, pretrain.lr, pretrain.momentum, pretrain.weight_decay, False)
-            records = run_epochs(model, optimizer, source, config, phase="pretrain", round_=0, sparsity=0.0,
-                                 regime=pretrain.regime, epochs=pretrain.epochs, lr=pretrain.lr,
-                                 schedule=pretrain.schedule, batch_size=pretrain.batch_size,
-                                 after_step=lambda: None, seed=pretrain.seed, fastpath=self.fastpath)
-        return {"model": cpu_copy(model.state_dict()), "records": [r.as_dict() for r in records]}
+        recipe = Recipe(pretrain.regime, pretrain.epochs, pretrain.lr, pretrain.schedule, pretrain.batch_size,
+                        pretrain.momentum, pretrain.weight_decay, False)
+        weights = prunable_weights(model)
+        run = LevelRun(model, model, weights, Mask.ones(weights), source, recipe, config, seed=pretrain.seed,
+                       fastpath=self.fastpath, augment=config.transfer.source.augment)
+        records = run.train_to_end(progress, save_progress, what=f"pre-training on {info.name}")
+        return {"model": cpu_copy(model.state_dict()),
+                "records": [r.as_dict() for r in stamp(records, round_=0, phase="pretrain", first_global=1, reused=False)]}
 
     def _weights_field(self) -> str:
         source = self.config.transfer.pretrained
@@ -462,30 +418,14 @@ class TransferTrainer(EpochTrainer):
         return create_model(m.arch, width=m.width, depth=m.depth, num_classes=num_classes, in_channels=channels,
                             mean=mean or (0.0,) * channels, std=std or (1.0,) * channels, input_size=m.input_size)
 
-    def _new_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        t = self.config.train
-        return _sgd(self.model, lr, t.momentum, t.weight_decay, t.nesterov)
-
     # ---------------------------------------------------------------- results
     def summary(self) -> dict[str, Any]:
         """Trial-level numbers: the IMP trainer's columns where they apply, per-regime accuracies of the
         ticket and of the dense network, and the double-win verdict."""
-        last = self.records[-1] if self.records else None
-        this_phase = [r for r in self.records if last is not None and r.phase == last.phase]
-        out: dict[str, Any] = {
-            "status": self.status,
-            "epochs_trained": len(self.records),
-            "train_seconds": sum(r.epoch_seconds for r in self.records),
-            "eval_seconds": sum(r.eval_seconds for r in self.records),
-            "final_round": last.round if last else 0,
-            "final_sparsity": self.sparsity,
-            "final_val_clean_acc": last.val_clean_acc if last else NAN,
-            "final_val_robust_acc": last.val_robust_acc if last else NAN,
-            "best_val_robust_acc": max((r.val_robust_acc for r in this_phase), default=NAN),
-            "robust_auc": last.robust_auc if last else NAN,
-            "guard_fired": any(r.guard_fired for r in self.records),
-            **{k: v for k, v in self.provenance.items() if k != "ticket_round"},
-        }
+        out: dict[str, Any] = {"status": self.status, **path_summary(self.records),
+                               **{k: v for k, v in self.provenance.items() if k != "ticket_round"}}
+        for key, value in self.level_cost.items():  # the shared levels' epochs: trained here or reused
+            out[key] += value
         for regime, numbers in self.results.items():
             out.update({f"{regime}_{k}": v for k, v in numbers.items() if k in METRICS})
         for regime, numbers in self.dense_results.items():
@@ -508,85 +448,56 @@ class TransferTrainer(EpochTrainer):
     def state_dict(self) -> dict[str, Any]:
         return {
             "config_hash": self.config.content_hash(),
-            "model": _snapshot(self.model),
-            "optimizer": self.optimizer.state_dict(),
             "mask": self.mask.state_dict(),
             "init": self.init_state,
             "rewind": None,
             "ticket": self.ticket_state,
-            "position": {"phase_index": self.phase_index, "epoch": self.epoch, "step": self.step, "status": self.status},
+            "position": {"phase_index": self.phase_index, "status": self.status},
+            "run": None if self.run is None else self.run.state_dict(),
             "records": [r.as_dict() for r in self.records],
             "results": self.results,
             "dense_results": self.dense_results,
             "dense_records": [r.as_dict() for r in self.dense_records],
             "provenance": self.provenance,
-            "rng": {**self.random.state_dict(), "shuffle": self.shuffle.get_state(), "augment": self.augment_rng.get_state()},
-            "guard": self.guard.state_dict(),
+            "level_cost": self.level_cost,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.init_state = {k: v.to(self.device) for k, v in state["init"].items()}
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(self.init_state)
         self.ticket_state = state["ticket"]
         position = state["position"]
-        self.phase_index, self.epoch, self.step = position["phase_index"], position["epoch"], position["step"]
-        self.status = position["status"]
-        self.optimizer = self._new_optimizer(self.phase.lr)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.phase_index, self.status = position["phase_index"], position["status"]
         self.records = [EpochRecord.from_dict(r) for r in state["records"]]
         self.results = {k: dict(v) for k, v in state["results"].items()}
         self.dense_results = {k: dict(v) for k, v in state["dense_results"].items()}
-        self.dense_records = [EpochRecord.from_dict(r) for r in state.get("dense_records", [])]
-        self.guard.load_state_dict(state["guard"])
-        rng = state["rng"]
-        self.random.load_state_dict(rng)
-        self.shuffle.set_state(rng["shuffle"])
-        self.augment_rng.set_state(rng["augment"])
+        self.dense_records = [EpochRecord.from_dict(r) for r in state["dense_records"]]
+        self.level_cost = dict(state["level_cost"])
+        if state["run"] is not None:
+            self.run = self._start_regime()
+            self.run.load_state_dict(state["run"])
 
 
-def run_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataBundle, config: TrialConfig, *,
-               phase: str, round_: int, sparsity: float, regime: AttackConfig, epochs: int, lr: float,
-               schedule: Schedule, batch_size: int, after_step: Callable[[], None], seed: int,
-               fastpath: FastPath) -> list[EpochRecord]:
-    """Train `epochs` epochs on `data` (the source task: pre-training, IMP) with one record each."""
-    info = data.info
-    attack = build_attack(model, regime, info.num_classes, "attack", fold_batchnorm=fastpath.fold_batchnorm)
-    eval_attack = build_attack(model, config.attack.eval, info.num_classes, "attack.eval",
-                               fold_batchnorm=fastpath.fold_batchnorm)
-    augmentation = Augmentation(info.crop_padding, info.flip)
-    shuffle = torch.Generator().manual_seed(seed)
-    augment_rng = torch.Generator(device=data.train_x.device).manual_seed(seed + 1)
-    steps_per_epoch = batches_per_epoch(data.train_x.shape[0], batch_size)
-    records: list[EpochRecord] = []
-    step = 0
-    n = min(config.train.eval_examples, data.val_x.shape[0])
-    for epoch in range(1, epochs + 1):
-        result = train_epoch(model, optimizer, data.train_x, data.train_y, batch_size=batch_size, attack=attack,
-                             after_step=after_step, first_step=step, shuffle=shuffle, augmentation=augmentation,
-                             lr_for_step=lambda s: lr_at(s, steps_per_epoch=steps_per_epoch, epochs=epochs,
-                                                         base_lr=lr, schedule=schedule),
-                             augment_generator=augment_rng, fastpath=fastpath)
-        step += result.steps
-        if not math.isfinite(result.loss):
-            raise UserError(f"{phase} on {info.name} diverged (loss {result.loss}) in epoch {epoch}; lower its lr")
-        start = time.perf_counter()
-        accuracy = evaluate(model, data.val_x[:n], data.val_y[:n], eval_attack,
-                            batch_size=config.train.eval_batch_size, fastpath=fastpath)
-        previous = [r.val_robust_acc for r in records]
-        records.append(EpochRecord(
-            round=round_, phase=phase, epoch=epoch, global_epoch=epoch, sparsity=sparsity, regime=regime.describe(),
-            lr=result.last_lr, train_loss=result.loss, train_acc=result.accuracy, val_clean_acc=accuracy.clean,
-            val_robust_acc=accuracy.robust, robust_auc=(sum(previous) + accuracy.robust) / (len(previous) + 1),
-            epoch_seconds=result.seconds, eval_seconds=time.perf_counter() - start,
-            examples_per_second=result.examples / result.seconds if result.seconds > 0 else NAN,
-            guard_robust_acc=NAN, guard_fired=False, guard_action=""))
-    return records
+def _count(cost: dict[str, float], records: list[dict[str, Any]], reused: bool) -> None:
+    who = "reused" if reused else "trained"
+    cost[f"{who}_epochs"] += len(records)
+    cost[f"{who}_seconds"] += sum(r["epoch_seconds"] for r in records)
+    cost[f"{who}_passes"] += sum(r.get("passes", 0.0) for r in records)
 
 
-def _sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float, nesterov: bool) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
-                           nesterov=nesterov and momentum > 0)
-
-
-def _snapshot(model: nn.Module) -> dict[str, Tensor]:
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+def check(config: TrialConfig) -> None:
+    """What a transfer trial needs before it starts: its files, its source task, its attacks."""
+    t = config.transfer
+    if t.source is not None:
+        DATASETS.get(t.source.dataset, field="transfer.source.dataset")
+        task_info(t.source.dataset, t.source.classes)
+    pretrain = t.pretrained.pretrain
+    if pretrain is not None:
+        ATTACKS.get(pretrain.regime.kind, field="transfer.pretrained.pretrain.regime.kind")
+        if pretrain.regime.kind == "autoattack":
+            raise UserError("transfer.pretrained.pretrain.regime.kind: autoattack is for evaluation only")
+    if t.pretrained.file is not None and not Path(t.pretrained.file).expanduser().exists():
+        raise UserError(f"transfer.pretrained.file: {t.pretrained.file} does not exist; give a state-dict file, "
+                        "a checkpoint.pt or a ticket directory")
+    if t.ticket_dir is not None and not (Path(t.ticket_dir).expanduser() / "manifest.json").is_file():
+        raise UserError(f"transfer.ticket_dir: {t.ticket_dir} is not a ticket directory (no manifest.json)")

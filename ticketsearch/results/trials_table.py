@@ -1,0 +1,44 @@
+"""`trials.parquet`: one row per trial, written by `ticketsearch run` (its driver callback) and by
+`ticketsearch train` through the same functions, so both have the same columns in the same order.
+
+A row is born with every column (`new_row`: identifiers, the trainer's summary columns at their
+defaults, the flattened config as `config.<path>`), follows the trial's records while it runs
+(`path_summary`) and takes the trainer's summary when it ends, so the table keeps one schema whatever
+state its trials are in.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from ticketsearch.records import EpochRecord, path_summary
+from ticketsearch.results.parquet import flatten, write_table_atomic
+from ticketsearch.spec import TrialConfig
+
+
+def new_row(trial_id: str, config: TrialConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's row before its first epoch; `defaults`: its trainer's summary columns (trainers.summary_defaults)."""
+    return {"trial_id": trial_id, "status": "pending", "error": "", "ticket_dir": "", "node": "", "node_id": "",
+            "seed": config.train.seed, "config_hash": config.content_hash(), "objective": math.nan,
+            **defaults, **{f"config.{k}": v for k, v in flatten(config.to_dict()).items()}}
+
+
+def follow(row: dict[str, Any], records: Sequence[EpochRecord], summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The row after these records (and, for a finished trial, its trainer's summary)."""
+    row.update(path_summary(records))
+    if summary is not None:
+        row.update(summary)
+    return row
+
+
+def write_trials(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    frame = pd.DataFrame(list(rows))
+    for column in frame.columns:  # one type per column whatever the rows hold (None, lists)
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(lambda v: "" if v is None else str(v))
+    write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), path)

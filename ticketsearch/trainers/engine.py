@@ -1,0 +1,263 @@
+"""The epoch engine: one level trained epoch by epoch, resumable between any two epochs.
+
+Every trainer's training runs here: one epoch loop (`LevelRun.run_epoch`: train under the level's
+regime with the masks re-applied after every step, the catastrophic-overfitting guard, validation,
+one `EpochRecord`), one state save and load, one test evaluation (`test_accuracy`), one count of cost.
+A trainer only says which levels to run, from which weights and masks, and what to make of them.
+
+Cost is counted in example-passes, a hardware-independent unit: one forward and backward pass of one
+example is one pass, so a training epoch costs examples x (attack steps + 1) (natural 1, FGSM 2,
+PGD-10 11). Validation is counted apart (`eval_passes`): a clean pass plus the attack's steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ticketsearch.core.attacks import build_attack, is_adversarial
+from ticketsearch.core.data import DataBundle, prepare_data
+from ticketsearch.core.fastpath import FastPath
+from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
+from ticketsearch.core.pruning import Mask, MaskApplier
+from ticketsearch.core.schedule import lr_at
+from ticketsearch.errors import UserError
+from ticketsearch.spec import AttackConfig, TrialConfig
+from ticketsearch.spec.sections import DataSection, Schedule
+from ticketsearch.trainers.guard import OverfittingGuard
+from ticketsearch.trainers.random_stream import RandomStream
+from ticketsearch.records import NAN, EpochRecord
+
+
+def load_task(data: DataSection) -> DataBundle:
+    """The train / validation / test tensors a data section describes."""
+    return prepare_data(data.dataset, data.root, val_split=data.val_split, fraction=data.fraction,
+                        split_seed=data.split_seed, download=data.download, classes=data.classes)
+
+
+def passes_per_example(regime: AttackConfig) -> int:
+    """Forward+backward passes per training example: the attack's gradient steps plus the update's."""
+    if not is_adversarial(regime):
+        return 1
+    return 1 + (regime.steps if regime.kind in ("pgd", "trades", "mart") else 1)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a level trains: regime, length, learning rate and optimiser settings.
+
+    `first_epoch` > 0 continues a schedule of `epochs` epochs from that epoch (a ticket rewound to
+    epoch k of its dense round trains epochs k+1..E at the schedule's learning rates for those steps,
+    as Frankle et al. 2020 and open_lth rewind).
+    """
+
+    regime: AttackConfig
+    epochs: int
+    lr: float
+    schedule: Schedule
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    nesterov: bool
+    first_epoch: int = 0
+
+    @classmethod
+    def of(cls, config: TrialConfig, regime: AttackConfig, epochs: int, lr: float, first_epoch: int = 0) -> "Recipe":
+        t = config.train
+        return cls(regime, epochs, lr, t.schedule, t.batch_size, t.momentum, t.weight_decay, t.nesterov, first_epoch)
+
+    def key(self) -> dict[str, Any]:
+        return {"regime": self.regime.model_dump(mode="json"), "epochs": self.epochs, "lr": self.lr,
+                "schedule": self.schedule.model_dump(mode="json"), "batch_size": self.batch_size,
+                "momentum": self.momentum, "weight_decay": self.weight_decay, "nesterov": self.nesterov,
+                "first_epoch": self.first_epoch}
+
+
+def evaluation_key(config: TrialConfig) -> dict[str, Any]:
+    """What every level's validation and numerics read, whoever trains it."""
+    data = config.data.model_dump(mode="json", exclude={"root", "download"})
+    train = config.train
+    return {"data": data, "model": config.model.model_dump(mode="json"), "seed": train.seed,
+            "eval": config.attack.eval.model_dump(mode="json"), "eval_examples": train.eval_examples,
+            "eval_batch_size": train.eval_batch_size, "precision": train.precision, "compile": train.compile,
+            "guard": config.attack.guard.model_dump(mode="json")}
+
+
+class LevelRun:
+    """Trains `model` (its prunable `weights` under `mask`) for one level of `recipe`, an epoch at a time.
+
+    The model starts from whatever weights it holds; the run owns its optimiser, its random stream
+    (seeded by the level), the shuffling and augmentation generators and the guard, and `state_dict()`
+    captures all of them with the weights, so a level continues from its last epoch on any machine.
+    """
+
+    def __init__(self, model: nn.Module, forward: nn.Module, weights: dict[str, nn.Parameter], mask: Mask,
+                 data: DataBundle, recipe: Recipe, config: TrialConfig, *, seed: int, fastpath: FastPath,
+                 augment: bool = True):
+        self.model, self.forward, self.data, self.recipe, self.config = model, forward, data, recipe, config
+        self.fastpath = fastpath
+        self.device = data.train_x.device
+        self.mask = mask
+        self.sparsity = mask.sparsity()
+        self.apply_mask = MaskApplier(weights, mask)
+        self.apply_mask()
+        info = data.info
+        self.augmentation = Augmentation(info.crop_padding, info.flip) if augment else Augmentation(0, False)
+        self.random = RandomStream(seed, self.device)
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.augment_rng = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.steps_per_epoch = batches_per_epoch(data.train_x.shape[0], recipe.batch_size)
+        self.epoch = recipe.first_epoch
+        self.step = recipe.first_epoch * self.steps_per_epoch
+        self.records: list[EpochRecord] = []
+        self.status = "running"  # running | completed | diverged
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                         weight_decay=recipe.weight_decay,
+                                         nesterov=recipe.nesterov and recipe.momentum > 0)
+        self.guard = OverfittingGuard(config.attack.guard, config.attack.eval)
+        self.attacks: dict[AttackConfig, Any] = {}
+        # The best validation robust accuracy's weights (Rice et al. 2020: robust overfitting).
+        self.best: dict[str, Any] | None = None
+        self.resumed_from = 0  # the epoch an interrupted level continued from (0: trained in one go)
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+    def attack(self, regime: AttackConfig) -> Any:
+        if regime not in self.attacks:
+            self.attacks[regime] = build_attack(self.forward, regime, self.data.info.num_classes, "attack",
+                                                fold_batchnorm=self.fastpath.fold_batchnorm)
+        return self.attacks[regime]
+
+    def run_epoch(self) -> EpochRecord:
+        """Train and validate one epoch; `status` leaves "running" after the level's last one."""
+        with self.random.active():
+            return self._run_epoch()
+
+    def _run_epoch(self) -> EpochRecord:
+        recipe, train = self.recipe, self.config.train
+        result = train_epoch(
+            self.forward, self.optimizer, self.data.train_x, self.data.train_y,
+            batch_size=recipe.batch_size, attack=self.attack(recipe.regime), after_step=self.apply_mask,
+            lr_for_step=lambda step: lr_at(step, steps_per_epoch=self.steps_per_epoch, epochs=recipe.epochs,
+                                           base_lr=recipe.lr, schedule=recipe.schedule),
+            first_step=self.step, shuffle=self.shuffle, augmentation=self.augmentation,
+            augment_generator=self.augment_rng, fastpath=self.fastpath,
+        )
+        self.epoch += 1
+        self.step += result.steps
+        passes = float(result.examples * passes_per_example(recipe.regime))
+        if not math.isfinite(result.loss):
+            self.status = "diverged"
+            return self._record(result, passes, NAN, NAN, 0.0, 0.0, (NAN, False, ""))
+        start = time.perf_counter()  # the guard's PGD check counts as evaluation time
+        guard = self.guard.after_epoch(
+            recipe.regime, model=self.model, optimizer=self.optimizer, forward=self.forward,
+            attack_for=self.attack, images=self.data.train_x, labels=self.data.train_y, fastpath=self.fastpath)
+        n = min(train.eval_examples, self.data.val_x.shape[0])
+        accuracy = evaluate(self.forward, self.data.val_x[:n], self.data.val_y[:n],
+                            self.attack(self.config.attack.eval), batch_size=train.eval_batch_size,
+                            fastpath=self.fastpath)
+        eval_passes = float(n * (1 + (self.config.attack.eval.steps if is_adversarial(self.config.attack.eval) else 0)))
+        record = self._record(result, passes, accuracy.clean, accuracy.robust, time.perf_counter() - start,
+                              eval_passes, guard)
+        if self.best is None or accuracy.robust > self.best["val_robust_acc"]:
+            self.best = {"epoch": self.epoch, "val_robust_acc": accuracy.robust, "weights": snapshot(self.model)}
+        fired, action = guard[1], guard[2]
+        if self.epoch >= recipe.epochs or (fired and action != "record"):
+            self.status = "completed"
+        return record
+
+    def _record(self, result, passes: float, clean: float, robust: float, eval_seconds: float, eval_passes: float,
+                guard: tuple[float, bool, str]) -> EpochRecord:
+        so_far = [r.val_robust_acc for r in self.records] + [robust]
+        record = EpochRecord(
+            round=0, phase="", epoch=self.epoch, global_epoch=len(self.records) + 1, sparsity=self.sparsity,
+            regime=self.recipe.regime.describe(), lr=result.last_lr, train_loss=result.loss,
+            train_acc=result.accuracy, val_clean_acc=clean, val_robust_acc=robust,
+            robust_auc=sum(so_far) / len(so_far), epoch_seconds=result.seconds, eval_seconds=eval_seconds,
+            examples_per_second=result.examples / result.seconds if result.seconds > 0 else NAN,
+            guard_robust_acc=guard[0], guard_fired=guard[1], guard_action=guard[2],
+            passes=passes, eval_passes=eval_passes)
+        self.records.append(record)
+        return record
+
+    def train_to_end(self, progress: dict[str, Any] | None, save_progress, *, what: str) -> list[EpochRecord]:
+        """Train the whole level (a level no trial emits epoch by epoch: pre-training, IMP on a source
+        task), from `progress` when it was interrupted, calling `save_progress(state)` after each epoch."""
+        if progress is not None:
+            self.load_state_dict(progress)
+        while not self.done:
+            record = self.run_epoch()
+            if self.status == "diverged":
+                raise UserError(f"{what} diverged (loss {record.train_loss}) in epoch {record.epoch}; lower its lr")
+            save_progress(self.state_dict())
+        return self.records
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": snapshot(self.model), "optimizer": self.optimizer.state_dict(),
+                "mask": self.mask.state_dict(), "epoch": self.epoch, "step": self.step, "status": self.status,
+                "records": [r.as_dict() for r in self.records], "best": self.best,
+                "rng": {**self.random.state_dict(), "shuffle": self.shuffle.get_state(),
+                        "augment": self.augment_rng.get_state()},
+                "guard": self.guard.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step, self.status = state["epoch"], state["step"], state["status"]
+        self.resumed_from = self.epoch
+        self.records = [EpochRecord.from_dict(r) for r in state["records"]]
+        self.best = state["best"]
+        rng = state["rng"]
+        self.random.load_state_dict(rng)
+        self.shuffle.set_state(rng["shuffle"])
+        self.augment_rng.set_state(rng["augment"])
+        self.guard.load_state_dict(state["guard"])
+
+
+def evaluate_test_split(model: nn.Module, data: DataBundle, config: TrialConfig, prefix: str = "test_") -> dict[str, float]:
+    """The test split's figures for `model` as it is: clean, under attack.eval and (when on) AutoAttack.
+
+    Computed in fp32 on the model itself (no folded batch norms, no compiled wrapper, no autocast), so
+    a reported number does not depend on the fast path that trained it, and under a fixed seed, so the
+    same weights get the same figures whoever evaluates them.
+    """
+    if not config.trainer.test_eval:
+        return {}
+    device = data.test_x.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        return _test_figures(model, data, config, prefix)
+
+
+def _test_figures(model: nn.Module, data: DataBundle, config: TrialConfig, prefix: str) -> dict[str, float]:
+    n = config.train.test_examples or data.test_x.shape[0]
+    x, y = data.test_x[:n], data.test_y[:n]
+    fp32 = FastPath(data.test_x.device.type)
+    classes, batch = data.info.num_classes, config.train.eval_batch_size
+    accuracy = evaluate(model, x, y, build_attack(model, config.attack.eval, classes, "attack.eval"),
+                        batch_size=batch, fastpath=fp32)
+    out = {f"{prefix}clean_acc": accuracy.clean, f"{prefix}robust_acc": accuracy.robust, f"{prefix}examples": float(n)}
+    if config.attack.test_autoattack:
+        auto = config.attack.eval.model_copy(update={"kind": "autoattack"})
+        attack = build_attack(model, auto, classes, "attack.eval")
+        out[f"{prefix}autoattack_acc"] = evaluate(model, x, y, attack, batch_size=batch, fastpath=fp32).robust
+    return out
+
+
+def stamp(records: list[EpochRecord], *, round_: int, phase: str, first_global: int, reused: bool) -> list[EpochRecord]:
+    """A level's records as they appear in one trial: its round, phase, global epochs, reused or not."""
+    return [replace(r, round=round_, phase=phase, global_epoch=first_global + i, reused=reused)
+            for i, r in enumerate(records)]
+
+
+def snapshot(model: nn.Module) -> dict[str, Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
