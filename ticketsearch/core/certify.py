@@ -416,22 +416,22 @@ def _backward(layers: Layers, inputs: list[Box], a: Tensor, box: Box) -> Tensor:
 _CHUNK_FLOATS = 1 << 26
 
 
-def _crown_box(layers: Layers, inputs: list[Box], box: Box) -> Box:
-    """Bounds of every neuron of the output of `layers` by CROWN: one backward pass per neuron and
-    sign, in chunks of rows."""
-    shape = inputs[len(layers)][0].shape
-    n, size = shape[0], math.prod(shape[1:])
-    widest = max(math.prod(b[0].shape[1:]) for b in inputs[: len(layers) + 1])
+def _crown_tighten(layers: Layers, inputs: list[Box], box: Box, neurons: Tensor) -> Box:
+    """`inputs[-1]` (the bounds of the output of `layers`) with the flat indices `neurons` tightened
+    by CROWN: one backward row per neuron and sign, in chunks of rows."""
+    lower, upper = (b.flatten(1).clone() for b in inputs[-1])
+    shape = inputs[-1][0].shape
+    n = shape[0]
+    widest = max(math.prod(b[0].shape[1:]) for b in inputs)
     chunk = max(1, _CHUNK_FLOATS // (2 * n * widest))  # two rows (both signs) per neuron
-    eye = torch.eye(size, device=box[0].device, dtype=box[0].dtype)
-    lower, upper = [], []
-    for start in range(0, size, chunk):
-        rows = eye[start : start + chunk]
+    for part in neurons.split(chunk):
+        rows = lower.new_zeros(len(part), lower.shape[1])
+        rows[torch.arange(len(part)), part] = 1
         spec = torch.cat([rows, -rows]).view(1, -1, *shape[1:]).expand(n, -1, *shape[1:])
         bound = _backward(layers, inputs, spec, box)
-        lower.append(bound[:, : len(rows)])
-        upper.append(-bound[:, len(rows) :])
-    return torch.cat(lower, 1).view(shape), torch.cat(upper, 1).view(shape)
+        lower[:, part] = torch.maximum(lower[:, part], bound[:, : len(part)])
+        upper[:, part] = torch.minimum(upper[:, part], -bound[:, len(part) :])
+    return lower.view(shape), upper.view(shape)
 
 
 def _forward_boxes(layers: Layers, box: Box, crown_intermediate: bool) -> list[Box]:
@@ -441,12 +441,15 @@ def _forward_boxes(layers: Layers, box: Box, crown_intermediate: bool) -> list[B
     for i, (path, layer) in enumerate(layers):
         out = interval_bounds(layer, boxes[-1], path)
         mixing += not isinstance(layer, ELEMENTWISE)
-        feeds_nonlinear = i + 1 < len(layers) and isinstance(layers[i + 1][1], NONLINEAR)
-        if crown_intermediate and feeds_nonlinear and isinstance(layer, AFFINE) and mixing > 1:
-            boxes.append(out)  # _crown_box reads the output's shape from here
-            crown = _crown_box(layers[: i + 1], boxes, box)
-            out = torch.maximum(out[0], crown[0]), torch.minimum(out[1], crown[1])
-            boxes.pop()
+        after = layers[i + 1][1] if i + 1 < len(layers) else None
+        if crown_intermediate and isinstance(after, NONLINEAR) and isinstance(layer, AFFINE) and mixing > 1:
+            if isinstance(after, nn.ReLU):
+                # A ReLU's relaxation is exact where IBP already fixes its sign: tighten the rest
+                # (those unstable for some example of the batch), most of a trained net's cost.
+                neurons = ((out[0] < 0) & (out[1] > 0)).flatten(1).any(0).nonzero().squeeze(1)
+            else:
+                neurons = torch.arange(out[0][0].numel(), device=out[0].device)
+            out = _crown_tighten(layers[: i + 1], boxes + [out], box, neurons)
         boxes.append(out)
     return boxes
 
