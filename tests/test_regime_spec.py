@@ -30,6 +30,7 @@ def test_training_objectives_and_train_mode_are_refused_for_evaluation():
 
 def test_autoattack_is_on_by_default_and_layers_cannot_be_emptied_by_default():
     assert AttackSection().test_autoattack
+    assert AttackConfig(kind="pgd").bn_mode == AttackConfig(kind="trades").bn_mode == "eval"
     prune = PruneSection(scope="global_normalized")
     assert prune.scope == "global_normalized" and not prune.allow_empty_layers
     trial = tiny_config(**{"attack.train": {"trades": {"eps": 0.1, "steps": 2, "beta": 3}},

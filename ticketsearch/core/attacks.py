@@ -161,7 +161,7 @@ class InputGradientAttack:
 
     def training_examples(self, images: Tensor, labels: Tensor) -> Tensor:
         """Training examples in the regime's batch-norm mode (`AttackConfig.bn_mode`)."""
-        if self.config.generation_bn_mode == "eval":
+        if self.config.bn_mode == "eval":
             return self(images, labels)
         # Folding is meaningless here: a batch norm in train mode normalises by the batch's statistics.
         was_training = self.model.training

@@ -137,13 +137,14 @@ class AttackConfig(BaseModel):
     # refused for other kinds, whose loss has no such term.
     beta: Float | None = Field(None, gt=0)
     # Batch-norm mode of the passes that generate training examples (evaluation attacks always run in
-    # eval mode). auto: train for fgsm and pgd, as Madry et al. 2018, Rice et al. 2020 and Wong et al.
-    # 2020 generate them (the attack meets the normalisation by batch statistics that the training
-    # step then uses, which right after a rewind are the only sensible ones), and eval for trades and
-    # mart, as their reference code does. In train mode the attack's passes never move the running
-    # statistics (they are restored after each attack), so those come from the training passes alone
-    # in both modes; batch norms are folded into convs (the fast path) only in eval mode.
-    bn_mode: Literal["auto", "eval", "train"] = "auto"
+    # eval mode). eval: the attack targets the network as it is evaluated (running statistics), as the
+    # TRADES and MART reference code does; it keeps the fast path's batch-norm folding, and on digits
+    # (small_cnn, PGD-2 at eps 0.1, 4 epochs, 3 seeds) it reached PGD-20 robust accuracy 0.53 against
+    # train mode's 0.43 at width 0.25, and 0.67 against 0.69 at width 0.5. train: batch statistics,
+    # as Madry et al. 2018, Rice et al. 2020 and Wong et al. 2020 generate them (the CIFAR specs that
+    # follow them say so). In train mode the attack's passes never move the running statistics (they
+    # are restored after each attack), so those come from the training passes alone in both modes.
+    bn_mode: Literal["eval", "train"] = "eval"
 
     @model_validator(mode="after")
     def _beta_only_for_objectives(self) -> "AttackConfig":
@@ -160,13 +161,6 @@ class AttackConfig(BaseModel):
     @property
     def loss_beta(self) -> float:
         return DEFAULT_BETA if self.beta is None else self.beta
-
-    @property
-    def generation_bn_mode(self) -> Literal["eval", "train"]:
-        """The batch-norm mode in which this regime generates training examples (bn_mode resolved)."""
-        if self.bn_mode != "auto":
-            return self.bn_mode
-        return "eval" if self.kind in TRAINING_OBJECTIVES else "train"
 
     def describe(self) -> str:
         if self.kind == "natural":
