@@ -113,3 +113,10 @@ def test_train_mode_generation_uses_batch_statistics_and_keeps_running_ones(trai
     assert torch.allclose(x_train, unfolded)  # folding only ever applies to eval-mode passes
     # A direct call is an evaluation: eval mode whatever the regime's bn_mode.
     assert torch.allclose(train_mode(x, y), eval_mode(x, y), atol=1e-6)
+
+
+def test_autoattack_refuses_a_task_with_fewer_than_four_classes(trained):
+    net, _ = trained
+    with pytest.raises(UserError, match="^attack.test_autoattack: AutoAttack's standard version needs at least 4 "
+                                        "classes .*; this task has 3: set it to false$"):
+        build_attack(net, AttackConfig(kind="autoattack"), 3, "attack.eval")
