@@ -426,7 +426,7 @@ def _crown_tighten(layers: Layers, inputs: list[Box], box: Box, neurons: Tensor)
     chunk = max(1, _CHUNK_FLOATS // (2 * n * widest))  # two rows (both signs) per neuron
     for part in neurons.split(chunk):
         rows = lower.new_zeros(len(part), lower.shape[1])
-        rows[torch.arange(len(part)), part] = 1
+        rows[torch.arange(len(part), device=part.device), part] = 1
         spec = torch.cat([rows, -rows]).view(1, -1, *shape[1:]).expand(n, -1, *shape[1:])
         bound = _backward(layers, inputs, spec, box)
         lower[:, part] = torch.maximum(lower[:, part], bound[:, : len(part)])
