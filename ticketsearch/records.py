@@ -24,7 +24,7 @@ class EpochRecord:
     # finetune_adversarial (the ticket fine-tuned downstream).
     phase: str
     epoch: int  # 1-based within the round
-    global_epoch: int  # 1-based across the whole trial: the time axis of ASHA and TensorBoard
+    global_epoch: int  # 1-based across the whole trial: TensorBoard's time axis
     sparsity: float  # fraction of prunable weights that are zero
     regime: str  # training threat model of this round, e.g. "pgd-10 eps=8/255"
     lr: float  # at the last step of the epoch
@@ -43,6 +43,8 @@ class EpochRecord:
     passes: float = 0.0
     eval_passes: float = 0.0  # validation's passes: clean plus the attack's steps, per example
     reused: bool = False  # trained by another trial (a shared level), not by this one
+    # The ticket's round: records.convergence_gap against the dense reference so far (NaN elsewhere).
+    convergence_gap: float = NAN
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,54 +57,124 @@ class EpochRecord:
 RECORD_FIELDS = tuple(f.name for f in fields(EpochRecord))
 
 
+# Reported with every epoch: how many epochs of the trial's ticket (the network the trial is judged by:
+# the final round of IMP, the fine-tuned ticket of transfer) it has trained so far; 0 before.
+TICKET_EPOCH = "ticket_epoch"
+
+
 def objective_value(metric: str, records: Sequence[EpochRecord], summary: dict[str, Any] | None) -> float:
     """The objective after the latest record, as a search reports it and `train` records it.
 
-    A per-epoch metric follows the ticket, not the dense baseline trained after it; a trial-level one
-    comes from the `summary` of a finished trial (None while it runs: NaN).
+    A per-epoch metric follows the trial's path, not the dense reference ("baseline") it is measured
+    against; a trial-level one comes from the `summary` of a finished trial (None while it runs: NaN).
+    A ticket that never reached the reference's target gets a finite value that ranks it below every
+    ticket that did, and orders such tickets by how close they came (`unreached_value`), so a
+    searcher learns from it rather than discarding it as failed.
     """
     if metric in PER_EPOCH_OBJECTIVES:
         main = [r for r in records if r.phase != "baseline"]
         return float(getattr(main[-1], metric)) if main else NAN
-    return float(summary.get(metric, NAN)) if summary is not None else NAN
+    if summary is None:
+        return NAN
+    value = float(summary.get(metric, NAN))
+    if math.isnan(value) and metric in TO_TARGET and not math.isnan(summary.get("target_robust_acc", NAN)):
+        return unreached_value(metric, summary)
+    return value
 
 
-def epochs_to_reach(records: Sequence[EpochRecord], target: float) -> tuple[float, float]:
-    """(epochs, training seconds) until val_robust_acc first reaches `target`; NaN if never."""
-    seconds = 0.0
+def objective_columns(objective) -> list[tuple[str, str, str]]:
+    """(results key, metric, mode) of each objective of an `ObjectiveSection`: the first is reported and
+    recorded as `objective`, the others as `objective_<metric>`."""
+    return [("objective" if i == 0 else f"objective_{o.metric}", o.metric, o.mode) for i, o in enumerate(objective.all)]
+
+
+# Trial-level measures of reaching the reference's target: larger is better for the speed-ups, smaller
+# for the costs to target.
+TO_TARGET = ("speedup", "speedup_seconds", "epoch_speedup", "ticket_epochs_to_target", "ticket_passes_to_target",
+             "ticket_seconds_to_target")
+
+
+def unreached_value(metric: str, summary: dict[str, Any]) -> float:
+    """The objective of a ticket that never reached the target, with shortfall = target minus its best
+    validation robust accuracy (>= 0): a speed-up becomes -shortfall (a reached ticket's is > 0); a cost
+    to target becomes the ticket round's whole cost times (1 + shortfall), plus one epoch's worth (a
+    reached ticket's is at most the whole cost)."""
+    shortfall = max(0.0, summary["target_robust_acc"] - summary.get("ticket_best_val_robust_acc", 0.0))
+    if metric in ("speedup", "speedup_seconds", "epoch_speedup"):
+        return -shortfall
+    unit = metric.removeprefix("ticket_").removesuffix("_to_target")  # epochs | passes | seconds
+    total, epochs = summary[f"ticket_{unit}"], max(summary["ticket_epochs"], 1.0)
+    return total * (1 + shortfall) + total / epochs
+
+
+def reach(records: Sequence[EpochRecord], target: float) -> dict[str, float]:
+    """Epochs, example-passes and training seconds until val_robust_acc first reaches `target` (NaN if never)."""
+    passes = seconds = 0.0
     for index, record in enumerate(records, start=1):
+        passes += record.passes
         seconds += record.epoch_seconds
         if record.val_robust_acc >= target - 1e-12:
-            return float(index), seconds
-    return NAN, NAN
+            return {"epochs": float(index), "passes": passes, "seconds": seconds}
+    return {"epochs": NAN, "passes": NAN, "seconds": NAN}
+
+
+def convergence_gap(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord]) -> float:
+    """Mean over the ticket's epochs so far of its validation robust accuracy minus the reference's at the
+    same epoch of training (the reference's last where it trained fewer): above 0, the ticket converges
+    faster than the dense network. Known at every epoch of the ticket's round, so ASHA can judge it."""
+    if not ticket or not reference:
+        return NAN
+    gaps = [r.val_robust_acc - reference[min(i, len(reference) - 1)].val_robust_acc for i, r in enumerate(ticket)]
+    return sum(gaps) / len(gaps)
 
 
 def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
-                finding: Sequence[EpochRecord]) -> dict[str, float]:
+                finding: Sequence[EpochRecord], target: str = "final") -> dict[str, Any]:
     """The boosting-ticket measures (Li et al. 2020): the ticket's round against the dense reference.
 
-    target: the reference's final validation robust accuracy (the dense network trained under the
-    ticket's regime); ticket/dense epochs and seconds to reach it; find_seconds: training time of
-    rounds 0..R-1 (the cost of finding the ticket); speedup: dense seconds-to-target over (find
-    seconds + ticket seconds-to-target), so a value above 1 means the ticket paid for its own search;
-    epoch_speedup: dense epochs-to-target over ticket epochs-to-target, finding cost excluded.
+    target_robust_acc: the reference's validation robust accuracy at its final epoch, or its best
+    (`reference.target`); reference_final_/best_val_robust_acc: both. ticket_/dense_{epochs,passes,
+    seconds}_to_target: cost until the ticket, and the reference, first reach it. find_passes,
+    find_seconds: training cost of rounds 0..R-1 (finding the ticket). speedup: reference passes to the
+    target over (find passes + ticket passes to the target), the paper's definition counted in
+    example-passes, so it does not depend on the hardware or on how a GPU was shared (above 1, the
+    ticket paid for its own search); speedup_seconds: the same in seconds; epoch_speedup: reference
+    epochs over ticket epochs to the target, finding excluded; time_saved: 1 - 1/speedup, the share
+    of the reference's training the ticket saves, finding included.
     """
-    out = dict.fromkeys(CONVERGENCE_COLUMNS, NAN)
-    out["find_seconds"] = sum(r.epoch_seconds for r in finding) if ticket else NAN
+    out: dict[str, Any] = dict.fromkeys(CONVERGENCE_COLUMNS, NAN)
+    out["reached_target"] = False
+    if ticket:
+        out["find_passes"] = sum(r.passes for r in finding)
+        out["find_seconds"] = sum(r.epoch_seconds for r in finding)
+        out.update({"ticket_epochs": float(len(ticket)), "ticket_passes": sum(r.passes for r in ticket),
+                    "ticket_seconds": sum(r.epoch_seconds for r in ticket),
+                    "ticket_best_val_robust_acc": max(r.val_robust_acc for r in ticket)})
+    if reference:
+        out["reference_final_val_robust_acc"] = reference[-1].val_robust_acc
+        out["reference_best_val_robust_acc"] = max(r.val_robust_acc for r in reference)
     if not ticket or not reference:
         return out
-    target = reference[-1].val_robust_acc
+    target = out[f"reference_{target}_val_robust_acc"]
     out["target_robust_acc"] = target
-    out["ticket_epochs_to_target"], out["ticket_seconds_to_target"] = epochs_to_reach(ticket, target)
-    out["dense_epochs_to_target"], out["dense_seconds_to_target"] = epochs_to_reach(reference, target)
-    if not math.isnan(out["ticket_seconds_to_target"]):
-        out["speedup"] = out["dense_seconds_to_target"] / (out["find_seconds"] + out["ticket_seconds_to_target"])
-        out["epoch_speedup"] = out["dense_epochs_to_target"] / out["ticket_epochs_to_target"]
+    mine, dense = reach(ticket, target), reach(reference, target)
+    for unit in ("epochs", "passes", "seconds"):
+        out[f"ticket_{unit}_to_target"], out[f"dense_{unit}_to_target"] = mine[unit], dense[unit]
+    if not math.isnan(mine["epochs"]):
+        out["reached_target"] = True
+        out["speedup"] = dense["passes"] / (out["find_passes"] + mine["passes"])
+        out["speedup_seconds"] = dense["seconds"] / (out["find_seconds"] + mine["seconds"])
+        out["epoch_speedup"] = dense["epochs"] / mine["epochs"]
+        out["time_saved"] = 1 - 1 / out["speedup"]
     return out
 
 
-CONVERGENCE_COLUMNS = ("target_robust_acc", "ticket_epochs_to_target", "ticket_seconds_to_target",
-                       "dense_epochs_to_target", "dense_seconds_to_target", "find_seconds", "speedup", "epoch_speedup")
+CONVERGENCE_COLUMNS = (
+    "target_robust_acc", "reference_final_val_robust_acc", "reference_best_val_robust_acc",
+    "ticket_epochs", "ticket_passes", "ticket_seconds", "ticket_best_val_robust_acc",
+    *(f"{who}_{unit}_to_target" for who in ("ticket", "dense") for unit in ("epochs", "passes", "seconds")),
+    "find_passes", "find_seconds", "speedup", "speedup_seconds", "epoch_speedup", "time_saved",
+    "speedup_amortized")
 
 
 def path_summary(records: Sequence[EpochRecord]) -> dict[str, Any]:
@@ -141,7 +213,7 @@ TEST_COLUMNS = ("test_clean_acc", "test_robust_acc", "test_examples", "test_auto
 SUMMARY_DEFAULTS: dict[str, Any] = {
     **{k: (0.0 if k.endswith(("epochs", "seconds", "passes")) else v)
        for k, v in path_summary([]).items()},
-    **dict.fromkeys(CONVERGENCE_COLUMNS, NAN),
+    **dict.fromkeys(CONVERGENCE_COLUMNS, NAN), "reached_target": False, "find_level": "",
     **dict.fromkeys(TEST_COLUMNS, NAN),
     **dict.fromkeys([f"reference_{c}" for c in TEST_COLUMNS], NAN),
 }

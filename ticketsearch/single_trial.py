@@ -13,13 +13,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
 import torch
 
 from ticketsearch.core.checkpoint import load_state, save_state
 from ticketsearch.errors import UserError
 from ticketsearch.layout import LEVELS, TICKETS, TRIALS, UNSHARED
-from ticketsearch.records import EpochRecord, objective_value
+from ticketsearch.records import EpochRecord, objective_columns, objective_value
 from ticketsearch.results.parquet import write_trial_epochs
+from ticketsearch.results.boosting import boosting_lines
 from ticketsearch.results.tensorboard import TrialWriter
 from ticketsearch.results.tickets import write_ticket
 from ticketsearch.results.trials_table import follow, new_row, write_trials
@@ -89,8 +91,9 @@ def run_one_trial(
         writer.close()
     trial_summary = trainer.summary()
     summary = follow(new_row(trial_id, config, summary_defaults(config)), trainer.records, trial_summary)
-    summary.update({"status": trainer.status, "node": node,
-                    "objective": objective_value(config.objective.metric, trainer.records, trial_summary)})
+    summary.update({"status": trainer.status, "node": node})
+    summary.update({key: objective_value(metric, trainer.records, trial_summary)
+                    for key, metric, _ in objective_columns(config.objective)})
     if trainer.ticket_state is not None:
         summary["ticket_dir"] = str(write_ticket(out / TICKETS / trial_id, trainer.state_dict(), config, summary))
     write_trials(out / TRIALS, [summary])
@@ -108,13 +111,17 @@ def format_record(r: EpochRecord) -> str:
             f"{r.examples_per_second:6.0f} ex/s{guard}")
 
 
+def _known(value: Any) -> bool:
+    return isinstance(value, float) and value == value  # not NaN
+
+
 def format_summary(summary: dict[str, Any], layers, out: Path) -> str:
     lines = [f"status {summary['status']} after {summary['epochs_trained']} epochs "
              f"({summary['train_seconds']:.1f}s training)"]
     lines.append(f"final ticket: sparsity {summary['final_sparsity']:.2%}, val clean {summary['final_val_clean_acc']:.1%}, "
                  f"val robust {summary['final_val_robust_acc']:.1%}, robust_auc {summary['robust_auc']:.1%}")
-    if "test_clean_acc" in summary:
-        auto = f", AutoAttack {summary['test_autoattack_acc']:.1%}" if "test_autoattack_acc" in summary else ""
+    if _known(summary.get("test_clean_acc")):
+        auto = f", AutoAttack {summary['test_autoattack_acc']:.1%}" if _known(summary.get("test_autoattack_acc")) else ""
         lines.append(f"test split: clean {summary['test_clean_acc']:.1%}, robust {summary['test_robust_acc']:.1%}{auto}")
     if summary.get("double_win_split"):
         split = summary["double_win_split"]
@@ -126,11 +133,7 @@ def format_summary(summary: dict[str, Any], layers, out: Path) -> str:
                     f"(dense {summary[f'dense_{regime}_{split}_robust_acc']:.1%})")
         lines.append(f"double win: {'yes' if summary['double_win'] else 'no'} "
                      f"(margin {100 * summary['double_win_test_margin' if split == 'test' else 'double_win_margin']:+.1f} points)")
-    if summary.get("target_robust_acc") is not None and summary["target_robust_acc"] == summary["target_robust_acc"]:
-        lines.append(
-            f"convergence: dense reaches {summary['target_robust_acc']:.1%} robust in {summary['dense_epochs_to_target']:g} "
-            f"epochs; the ticket in {summary['ticket_epochs_to_target']:g} epochs; speed-up incl. finding "
-            f"{summary['speedup']:.2f}x")
+    lines += boosting_lines(pd.DataFrame([summary]))
     lines.append("per-layer sparsity:")
     lines += [f"  {layer.name:<40} {layer.remaining:>9}/{layer.weights:<9} {layer.sparsity:7.2%}" for layer in layers]
     lines.append(f"results: {out}/epochs/*.parquet, {out}/trials.parquet, tensorboard --logdir {out}/tensorboard")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import pandas as pd
 
 from ticketsearch.errors import UserError
+from ticketsearch.results.pareto import pareto_mask, spec_objectives
 from ticketsearch.results.repeats import SEED_AXIS, aggregate_seeds, seeds_vary
 from ticketsearch.results.store import SearchResults
 
 METRIC_COLUMNS = ("epochs_trained", "final_sparsity", "final_val_clean_acc", "final_val_robust_acc",
-                  "robust_auc", "objective", "test_clean_acc", "test_robust_acc", "speedup")
+                  "robust_auc", "objective", "test_clean_acc", "test_robust_acc", "epoch_speedup", "speedup",
+                  "speedup_amortized")
 
 
 def leaderboard(results: SearchResults, *, top: int | None = None, sort: str | None = None,
@@ -24,18 +26,26 @@ def leaderboard(results: SearchResults, *, top: int | None = None, sort: str | N
     if trials.empty:
         raise UserError(f"{results.out}: no trial has reported yet")
     space = [f"config.{path}" for path in results.search.get("space", {})]
-    mode = results.search.get("spec", {}).get("objective", {}).get("mode", "max")
+    objectives = spec_objectives(results.search.get("spec", {}))
+    mode = objectives[0][2]
     if aggregate is None:
         finished = "status" in trials and bool((trials["status"] == "completed").any())
         aggregate = finished and seeds_vary(trials, list(results.search.get("space", {})))
     if aggregate:
         return _by_configuration(trials, space, mode, top=top, sort=sort)
-    columns = ["trial_id", "status", *[c for c in space if c in trials], *[c for c in METRIC_COLUMNS if c in trials]]
+    if len(objectives) > 1:  # several objectives: each shown, and the Pareto front marked and ranked first
+        trials = trials.assign(pareto=pareto_mask(trials, objectives))
+    extra = [c for c, _, _ in objectives[1:]] + (["pareto"] if len(objectives) > 1 else [])
+    columns = ["trial_id", "status", *[c for c in space if c in trials], *[c for c in METRIC_COLUMNS if c in trials],
+               *extra]
     sort = sort or "objective"
     if sort not in trials:
         raise UserError(f"--sort: no column {sort!r}; choose one of {', '.join(c for c in columns if c not in ('trial_id', 'status'))}")
     ascending = mode == "min" if sort == "objective" else False
-    ranked = trials.sort_values(sort, ascending=ascending, na_position="last")[columns]
+    ranked = trials.sort_values(sort, ascending=ascending, na_position="last")
+    if "pareto" in ranked:
+        ranked = ranked.sort_values("pareto", ascending=False, kind="stable")
+    ranked = ranked[columns]
     ranked = ranked.rename(columns={c: c.removeprefix("config.") for c in space})
     return (ranked.head(top) if top else ranked).reset_index(drop=True)
 

@@ -25,17 +25,20 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ticketsearch.errors import UserError
+from ticketsearch.results.boosting import boosting_section, plot_curves_by_sparsity, plot_speedup_across_space
 from ticketsearch.results.double_win import double_win_section
+from ticketsearch.results.pareto import pareto_section
 from ticketsearch.results.repeats import repeats_section
 from ticketsearch.results.store import SearchResults, load
 
-PLOTS = ("curves.png", "pareto.png", "hyperparameters.png", "speedup.png")
+PLOTS = ("curves.png", "pareto.png", "hyperparameters.png", "speedup.png", "sparsities.png", "speedup_space.png")
 FINETUNE = "finetune_"  # the transfer trainer's phases: finetune_standard, finetune_adversarial
 LEADERBOARD_ROWS = 10
 DPI = 150
 # Metrics that are fractions in [0, 1]: shown in %.
 FRACTIONS = {"robust_auc", "val_robust_acc", "val_clean_acc", "train_acc", "best_val_robust_acc"}
-UNITS = {"ticket_epochs_to_target": "epochs", "ticket_seconds_to_target": "s", "speedup": "×", "epoch_speedup": "×"}
+UNITS = {"ticket_epochs_to_target": "epochs", "ticket_seconds_to_target": "s", "ticket_passes_to_target": "passes",
+         "speedup": "×", "epoch_speedup": "×", "speedup_seconds": "×"}
 STATUS_STYLE = {  # colour, marker
     "completed": ("tab:blue", "o"),
     "early-stopped": ("tab:orange", "v"),
@@ -72,6 +75,8 @@ def write_report(out: str | Path, top: int = 3) -> Path:
     lines = _header(results, trials, metric, mode)
     lines += ["", "## Leaderboard", ""] + _leaderboard(ranked, space, metric)
     lines += double_win_section(trials, mode)
+    lines += pareto_section(trials, results.search.get("spec", {}))
+    lines += boosting_section(trials)
     lines += repeats_section(trials, list(space), mode)
     transfer = bool(epochs["phase"].str.startswith(FINETUNE).all())
     with matplotlib.rc_context(STYLE):
@@ -87,6 +92,13 @@ def write_report(out: str | Path, top: int = 3) -> Path:
                   "not by time to a robust accuracy.") if transfer
              else _plot_speedup(directory / "speedup.png", ranked, top)),
         ]
+        if not transfer:
+            sections += [
+                ("Tickets at several sparsities against the reference", "sparsities.png",
+                 plot_curves_by_sparsity(directory / "sparsities.png", epochs, trials, _figure)),
+                ("Where the speed-up lives", "speedup_space.png",
+                 plot_speedup_across_space(directory / "speedup_space.png", trials, _figure)),
+            ]
     for title, name, (caption, skipped) in sections:
         lines += ["", f"## {title}", ""]
         lines += [f"_Skipped: {skipped}_"] if skipped else [f"![{title}]({name})", "", f"*{caption}*"]
@@ -137,6 +149,8 @@ def _col(frame: pd.DataFrame, name: str) -> pd.Series:
 
 def _objective(results: SearchResults) -> tuple[str, str]:
     spec_objective = (results.search.get("spec") or {}).get("objective") or {}
+    if isinstance(spec_objective, list):  # several objectives: the report ranks by the first
+        spec_objective = spec_objective[0] if spec_objective else {}
     trials = results.trials
     metric = spec_objective.get("metric") or _first(trials, "config.objective.metric") or "robust_auc"
     mode = spec_objective.get("mode") or _first(trials, "config.objective.mode") or "max"
@@ -233,8 +247,8 @@ def _leaderboard(ranked: pd.DataFrame, space: dict[str, Any], metric: str) -> li
     if len(ranked) > LEADERBOARD_ROWS:
         lines += ["", f"_{len(ranked) - LEADERBOARD_ROWS} more trials in `trials.parquet`._"]
     note = ("Sparsity and validation accuracies are at the trial's last epoch; test accuracies are measured once, "
-            "on the finished ticket; speed-up is dense seconds to the dense network's robust accuracy over "
-            "(finding + ticket seconds to it).")
+            "on the finished ticket; speed-up is the dense reference's example-passes to its robust accuracy over "
+            "(finding + ticket passes to it).")
     return [*lines, "", note]
 
 
@@ -462,16 +476,16 @@ def _numeric_axis(ax, kind: str, args: list, values: pd.Series) -> None:
 
 
 def _plot_speedup(path: Path, ranked: pd.DataFrame, top: int) -> tuple[str, str | None]:
-    """Epochs and seconds to the dense network's robust accuracy; the ticket's seconds include finding it."""
+    """Epochs and example-passes to the dense reference's robust accuracy; the ticket's passes include finding it."""
     frame = ranked.assign(**{c: _col(ranked, c) for c in (
-        "target_robust_acc", "ticket_epochs_to_target", "dense_epochs_to_target", "ticket_seconds_to_target",
-        "dense_seconds_to_target", "find_seconds", "speedup", "epoch_speedup", "final_sparsity")})
+        "target_robust_acc", "ticket_epochs_to_target", "dense_epochs_to_target", "ticket_passes_to_target",
+        "dense_passes_to_target", "find_passes", "speedup", "epoch_speedup", "final_sparsity")})
     frame = frame[frame["target_robust_acc"].notna() & frame["dense_epochs_to_target"].notna()].head(top)
     if frame.empty:
         return "", ("no trial has convergence measures yet (they need a finished ticket round and a dense "
                     "reference under the ticket's regime).")
     frame = frame.reset_index(drop=True)
-    frame["find_seconds"] = frame["find_seconds"].fillna(0.0)
+    frame["find_passes"] = frame["find_passes"].fillna(0.0)
     figure, axes = _figure(8 + 0.8 * len(frame), 4.6, columns=2)
     left, right = axes[0]
     x = np.arange(len(frame))
@@ -481,19 +495,19 @@ def _plot_speedup(path: Path, ranked: pd.DataFrame, top: int) -> tuple[str, str 
     # Bars only where there is a value: a zero-height bar would pin the y limit (its sticky edge).
     left.bar(ticket_x[reached.index], reached["ticket_epochs_to_target"], width, color="tab:blue")
     left.bar(dense_x, frame["dense_epochs_to_target"], width, color="tab:gray")
-    right.bar(ticket_x, frame["find_seconds"], width, color="tab:blue", alpha=0.35, hatch="//",
+    right.bar(ticket_x, frame["find_passes"], width, color="tab:blue", alpha=0.35, hatch="//",
               edgecolor="tab:blue", label="ticket: finding it (rounds 0..R-1)")
-    right.bar(ticket_x[reached.index], reached["ticket_seconds_to_target"], width,
-              bottom=reached["find_seconds"], color="tab:blue", label="ticket: training to target")
-    right.bar(dense_x, frame["dense_seconds_to_target"], width, color="tab:gray", label="dense: training to target")
+    right.bar(ticket_x[reached.index], reached["ticket_passes_to_target"], width,
+              bottom=reached["find_passes"], color="tab:blue", label="ticket: training to target")
+    right.bar(dense_x, frame["dense_passes_to_target"], width, color="tab:gray", label="dense: training to target")
     note = {"xytext": (0, 3), "textcoords": "offset points", "ha": "center", "fontsize": 9}
     for i, row in frame.iterrows():
         if i not in reached.index:
             left.annotate("target\nnot reached", (ticket_x[i], 0), **note)
-            right.annotate("target\nnot reached", (ticket_x[i], row["find_seconds"]), **note)
+            right.annotate("target\nnot reached", (ticket_x[i], row["find_passes"]), **note)
             continue
         left.annotate(f"×{row['epoch_speedup']:.2f}", (ticket_x[i], row["ticket_epochs_to_target"]), **note)
-        right.annotate(f"×{row['speedup']:.2f}", (ticket_x[i], row["find_seconds"] + row["ticket_seconds_to_target"]),
+        right.annotate(f"×{row['speedup']:.2f}", (ticket_x[i], row["find_passes"] + row["ticket_passes_to_target"]),
                        **note)
     labels = [f"{r.trial_id}\n{100 * r.final_sparsity:.0f}% sparse" if not math.isnan(r.final_sparsity)
               else r.trial_id for r in frame.itertuples()]
@@ -504,10 +518,11 @@ def _plot_speedup(path: Path, ranked: pd.DataFrame, top: int) -> tuple[str, str 
         ax.grid(axis="x", visible=False)
     left.set(ylabel="epochs to target", title="Epochs (finding excluded)")
     left.yaxis.set_major_locator(MaxNLocator(integer=True))
-    right.set(ylabel="training time to target (s)", title="Seconds (finding included)")
+    right.set(ylabel="example-passes to target", title="Example-passes (finding included)")
     figure.legend(*right.get_legend_handles_labels(), loc="outside lower center", ncols=3)
-    figure.suptitle("Time to reach the dense network's final validation robust accuracy")
+    figure.suptitle("Cost to reach the dense reference's validation robust accuracy")
     _save(figure, path)
-    return ("Epochs (left) and training seconds (right) that the best tickets and the dense network take to reach "
-            "the dense network's final validation robust accuracy; the ticket's seconds stack the cost of finding "
-            "it (hatched) under its training; ×: speed-up, dense over ticket (above 1: the ticket is faster)."), None
+    return ("Epochs (left) and training example-passes (right: forward and backward passes of one example; a "
+            "PGD-k epoch is k+1 per example) that the best tickets and the dense reference take to reach the "
+            "reference's validation robust accuracy; the ticket's passes stack the cost of finding it (hatched) "
+            "under its training; ×: speed-up, reference over ticket (above 1: the ticket is faster)."), None

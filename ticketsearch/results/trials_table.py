@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 import pyarrow as pa
 
-from ticketsearch.records import EpochRecord, path_summary
+from ticketsearch.records import EpochRecord, objective_columns, path_summary
 from ticketsearch.results.parquet import flatten, write_table_atomic
 from ticketsearch.spec import TrialConfig
 
@@ -24,8 +24,21 @@ from ticketsearch.spec import TrialConfig
 def new_row(trial_id: str, config: TrialConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's row before its first epoch; `defaults`: its trainer's summary columns (trainers.summary_defaults)."""
     return {"trial_id": trial_id, "status": "pending", "error": "", "ticket_dir": "", "node": "", "node_id": "",
-            "seed": config.train.seed, "config_hash": config.content_hash(), "objective": math.nan,
+            "seed": config.train.seed, "config_hash": config.content_hash(),
+            **{key: math.nan for key, _, _ in objective_columns(config.objective)},
             **defaults, **{f"config.{k}": v for k, v in flatten(config.to_dict()).items()}}
+
+
+def amortize(frame: pd.DataFrame) -> pd.DataFrame:
+    """`speedup_amortized`: the speed-up with the cost of finding a ticket shared among the trials that
+    share it (the same finding level: a pruning-ratio sweep prunes one dense round many ways), which
+    only the table of all trials knows. It is what a search that finds many tickets pays per ticket."""
+    if "find_level" not in frame or "dense_passes_to_target" not in frame:
+        return frame
+    sharing = frame.groupby("find_level")["trial_id"].transform("count").where(frame["find_level"] != "")
+    frame["speedup_amortized"] = frame["dense_passes_to_target"] / (
+        frame["find_passes"] / sharing + frame["ticket_passes_to_target"])
+    return frame
 
 
 def follow(row: dict[str, Any], records: Sequence[EpochRecord], summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -37,7 +50,7 @@ def follow(row: dict[str, Any], records: Sequence[EpochRecord], summary: Mapping
 
 
 def write_trials(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    frame = pd.DataFrame(list(rows))
+    frame = amortize(pd.DataFrame(list(rows)))
     for column in frame.columns:  # one type per column whatever the rows hold (None, lists)
         if frame[column].dtype == object:
             frame[column] = frame[column].map(lambda v: "" if v is None else str(v))

@@ -46,7 +46,8 @@ def run_search(
     from ticketsearch.search.heartbeat import Heartbeat
     from ticketsearch.search.preflight import check_cluster, experiment_path, resolve_storage
     from ticketsearch.search.results_callback import ResultsCallback
-    from ticketsearch.search.space import OBJECTIVE, check_search, make_scheduler, make_searcher, param_space
+    from ticketsearch.search.space import (OBJECTIVE, check_search, make_scheduler, make_searcher, param_space,
+                                           tune_objective)
     from ticketsearch.search.trainable import run_trial
 
     # Every check that needs no Ray comes first: bad input costs no Ray start-up and no trial.
@@ -73,8 +74,8 @@ def run_search(
         )
         reporter = tune.CLIReporter(
             parameter_columns=list(spec.space),
-            metric_columns={"global_epoch": "epoch", "phase": "phase", "sparsity": "sparsity",
-                            "val_robust_acc": "val robust", OBJECTIVE: config.objective.metric},
+            metric_columns={"global_epoch": "epoch", "phase": "phase", "ticket_epoch": "ticket epoch",
+                            "sparsity": "sparsity", "val_robust_acc": "val robust", OBJECTIVE: config.objective.metric},
             max_report_frequency=10,
         )
         stopper = RepeatedErrorStopper(config.search.stop_after_same_errors)
@@ -97,7 +98,7 @@ def run_search(
                 trainable,
                 param_space=param_space(spec),
                 tune_config=tune.TuneConfig(
-                    metric=OBJECTIVE, mode=config.objective.mode,
+                    metric=tune_objective(spec)[0], mode=tune_objective(spec)[1],
                     search_alg=searcher, scheduler=make_scheduler(spec),
                     num_samples=config.search.num_samples,
                     max_concurrent_trials=config.search.max_concurrent if isinstance(searcher, Searcher) else None,

@@ -25,7 +25,7 @@ from ticketsearch.search.trainable import DENSE_RECORDS, STATE_FILE
 from ticketsearch.results.tickets import write_ticket
 from ticketsearch.results.tensorboard import TrialWriter
 from ticketsearch.spec import Spec
-from ticketsearch.records import RECORD_FIELDS, EpochRecord
+from ticketsearch.records import RECORD_FIELDS, EpochRecord, objective_columns
 from ticketsearch.trainers import summary_defaults
 
 
@@ -145,8 +145,8 @@ class ResultsCallback(tune.Callback):
         summary = {k.removeprefix("summary/"): v for k, v in result.items()
                    if k.startswith("summary/") and k != "summary/status"}
         row = follow(self.trials[trial.trial_id], self._records(trial.trial_id), summary or None)
-        row.update({"node": result.get("node_ip", row["node"]), "node_id": result.get("node_id", row["node_id"]),
-                    "objective": result.get("objective", row["objective"])})
+        row.update({"node": result.get("node_ip", row["node"]), "node_id": result.get("node_id", row["node_id"])})
+        row.update({key: result.get(key, row[key]) for key, _, _ in objective_columns(config.objective)})
         return row
 
     def _records(self, trial_id: str, with_nodes: bool = False) -> list:

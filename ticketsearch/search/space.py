@@ -14,7 +14,8 @@ from ray.tune.search import BasicVariantGenerator, Searcher
 
 from ticketsearch.errors import UserError
 from ticketsearch.spec import Distribution, Spec
-from ticketsearch.trainers import planned_epochs
+from ticketsearch.records import TICKET_EPOCH, objective_columns
+from ticketsearch.trainers import ticket_epochs
 
 OBJECTIVE = "objective"  # the key every result carries the spec's objective under
 
@@ -56,6 +57,10 @@ def make_searcher(spec: Spec) -> Searcher | BasicVariantGenerator:
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        columns = objective_columns(objective)
+        if len(columns) > 1:  # multi-objective TPE: Optuna keeps the Pareto front of all of them
+            return OptunaSearch(metric=[key for key, _, _ in columns], mode=[mode for _, _, mode in columns],
+                                sampler=optuna.samplers.TPESampler(seed=search.seed))
         return OptunaSearch(metric=OBJECTIVE, mode=objective.mode,
                             sampler=optuna.samplers.TPESampler(seed=search.seed))
     # random and grid: Tune's variant generator; grid entries are crossed, the rest sampled. It
@@ -63,20 +68,32 @@ def make_searcher(spec: Spec) -> Searcher | BasicVariantGenerator:
     return BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent)
 
 
-def total_epochs(spec: Spec) -> int:
-    """The most epochs any trial of the space can run (all IMP rounds and the baseline; all regimes)."""
+def total_ticket_epochs(spec: Spec) -> int:
+    """The most epochs any trial of the space trains its ticket (ASHA's clock; every edge of the space)."""
     trials = [spec.default_trial] + [spec.trial({d.path: edge}) for d in spec.space.values() for edge in d.extremes()]
-    return max(planned_epochs(t) for t in trials)
+    return max(ticket_epochs(t) for t in trials)
+
+
+def tune_objective(spec: Spec) -> tuple[str | None, str | None]:
+    """(metric, mode) for Tune's TuneConfig: the objective, or none when there are several (the searcher
+    holds them all, and ASHA the first: a metric given to Tune would replace the searcher's)."""
+    objective = spec.default_trial.objective
+    return (None, None) if objective.more else (OBJECTIVE, objective.mode)
 
 
 def make_scheduler(spec: Spec):
-    scheduler = spec.default_trial.search.scheduler
+    scheduler, objective = spec.default_trial.search.scheduler, spec.default_trial.objective
     if scheduler.kind == "fifo":
         return FIFOScheduler()
+    # With several objectives ASHA judges by the first, told here since Tune is told none.
+    judged = {"metric": OBJECTIVE, "mode": objective.mode} if objective.more else {}
     return ASHAScheduler(
-        time_attr="global_epoch",  # epochs counted over all IMP rounds; survives trial restarts
-        max_t=scheduler.max_t or total_epochs(spec),
+        **judged,
+        # ASHA's clock counts the epochs of the trial's ticket only (records.TICKET_EPOCH): every rung
+        # compares tickets with tickets at the same epoch of their training, never a ticket with a dense
+        # round where the pruning ratio has had no effect yet, and shared levels cost no time on it.
+        time_attr=TICKET_EPOCH,
+        max_t=scheduler.max_t or total_ticket_epochs(spec),
         grace_period=scheduler.grace_period,
         reduction_factor=scheduler.reduction_factor,
     )
-

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ticketsearch.results.boosting import boosting_lines
 from ticketsearch.spec import Spec
 
 
@@ -31,6 +32,8 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = 
                  ("test_robust_acc", "test robust"), ("speedup", "speed-up incl. finding")]
         echo("  " + ", ".join(f"{label} {best[k]:.3f}" for k, label in shown
                               if isinstance(best.get(k), float) and not math.isnan(best[k])))
+    for line in boosting_lines(trials):
+        echo(line)
     echo(f"results: {out}/epochs (pandas.read_parquet), {out}/trials.parquet; "
          f"tensorboard --logdir {out}/tensorboard")
     errors = counts.get("error", 0)

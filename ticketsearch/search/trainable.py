@@ -20,10 +20,9 @@ from ray import tune
 
 from ticketsearch.core.checkpoint import load_state, save_state
 from ticketsearch.layout import UNSHARED
-from ticketsearch.search.space import OBJECTIVE
 from ticketsearch.spec import spec_from_tree
 from ticketsearch.trainers import create_trainer
-from ticketsearch.records import objective_value
+from ticketsearch.records import TICKET_EPOCH, objective_columns, objective_value
 
 STATE_FILE = "state.pt"
 # The last report of a transfer trial carries its dense baseline's epochs (JSON: one string value, so
@@ -51,17 +50,18 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
     if levels_dir is not None and not config.search.share_levels:
         levels_dir = str(Path(levels_dir) / UNSHARED / tune.get_context().get_trial_id())
     trainer = create_trainer(config, device=device, state=state, levels_dir=levels_dir)
-    metric = config.objective.metric
+    objectives = objective_columns(config.objective)
     # Tune reports the node's IP; the Ray node id also tells apart nodes that share a host.
     node_id = ray.get_runtime_context().get_node_id()
     for record in trainer:
         metrics = {**record.as_dict(), "status": trainer.status, "config_hash": config.content_hash(),
-                   "node_id": node_id}
+                   "node_id": node_id, TICKET_EPOCH: trainer.ticket_epoch}
         if trainer.done:
             metrics.update({f"summary/{k}": v for k, v in trainer.summary().items()})
             if trainer.dense_records:
                 metrics[DENSE_RECORDS] = json.dumps([r.as_dict() for r in trainer.dense_records])
-        metrics[OBJECTIVE] = objective_value(metric, trainer.records, trainer.summary() if trainer.done else None)
+        summary = trainer.summary() if trainer.done else None
+        metrics.update({key: objective_value(metric, trainer.records, summary) for key, metric, _ in objectives})
         with tempfile.TemporaryDirectory() as directory:
             save_state(trainer.state_dict(), Path(directory) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -9,11 +9,11 @@ from __future__ import annotations
 from ticketsearch.errors import UserError
 
 # Known after every epoch, from the epoch records (ASHA can act on them).
-PER_EPOCH_OBJECTIVES = ("robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc")
+PER_EPOCH_OBJECTIVES = ("convergence_gap", "robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc")
 # Known only when a trial ends, from its summary (fifo only), by trainer.
 FINAL_OBJECTIVES_BY_TRAINER = {
-    "imp": ("ticket_epochs_to_target", "ticket_seconds_to_target", "speedup", "epoch_speedup",
-            "best_val_robust_acc"),
+    "imp": ("speedup", "epoch_speedup", "speedup_seconds", "ticket_epochs_to_target", "ticket_passes_to_target",
+            "ticket_seconds_to_target", "best_val_robust_acc", "final_sparsity", "final_val_robust_acc"),
     "transfer": ("best_val_robust_acc", "double_win_margin"),
 }
 FINAL_OBJECTIVES = tuple(dict.fromkeys(m for metrics in FINAL_OBJECTIVES_BY_TRAINER.values() for m in metrics))
@@ -24,12 +24,20 @@ def check_objective(config) -> None:
 
     `config` is a `TrialConfig` (not imported: the sections import nothing of this module's users).
     """
-    metric, trainer = config.objective.metric, config.trainer.name
+    trainer = config.trainer.name
     known = PER_EPOCH_OBJECTIVES + FINAL_OBJECTIVES_BY_TRAINER.get(trainer, FINAL_OBJECTIVES)
-    if metric not in known:
-        elsewhere = [name for name, metrics in FINAL_OBJECTIVES_BY_TRAINER.items() if metric in metrics]
-        what = f"{metric!r} is computed by trainer {elsewhere[0]} only" if elsewhere else f"unknown metric {metric!r}"
-        raise UserError(f"objective.metric: {what}; trainer {trainer} knows: {', '.join(known)}")
+    metrics = [objective.metric for objective in config.objective.all]
+    for index, metric in enumerate(metrics):
+        if metric not in known:
+            elsewhere = [name for name, names in FINAL_OBJECTIVES_BY_TRAINER.items() if metric in names]
+            what = f"{metric!r} is computed by trainer {elsewhere[0]} only" if elsewhere else f"unknown metric {metric!r}"
+            field = "objective.metric" if index == 0 else f"objective[{index}].metric"
+            raise UserError(f"{field}: {what}; trainer {trainer} knows: {', '.join(known)}")
+    if len(set(metrics)) != len(metrics):
+        raise UserError(f"objective: each metric once; got {metrics}")
+    if len(metrics) > 1 and config.search.algorithm != "optuna":
+        raise UserError("objective: several objectives need search.algorithm: optuna (multi-objective TPE)")
+    metric = metrics[0]
     if metric not in PER_EPOCH_OBJECTIVES and config.search.scheduler.kind == "asha":
         raise UserError(f"objective.metric: {metric} is known only when a trial ends; ASHA needs a per-epoch "
                         f"metric ({', '.join(PER_EPOCH_OBJECTIVES)}) or use search.scheduler: fifo")

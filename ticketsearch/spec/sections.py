@@ -317,17 +317,59 @@ class TransferSection(Section):
         return self
 
 
+class ReferenceSection(Section):
+    """The dense network every ticket is measured against (Li et al. 2020's dense baseline): trained
+    under attack.train from the trial's initialisation, at these settings where given and at the
+    trial's own `train` settings where not. Fix `lr` (and `epochs`) when a search varies train.lr, so
+    every ticket of the search meets the same, well-tuned network; it is one shared level per width.
+
+    target: the reference's validation robust accuracy a ticket must reach, at its `final` epoch or at
+    its `best` (both are recorded).
+    """
+
+    lr: Float | None = Field(None, gt=0)
+    epochs: int | None = Field(None, ge=1)
+    schedule: Annotated[Schedule | None, BeforeValidator(_single_key_form("kind"))] = None
+    target: Literal["final", "best"] = "final"
+
+
+class Objective(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    metric: str
+    mode: Literal["max", "min"] = "max"
+
+
+def _objective_list(value: Any) -> Any:
+    """`[{metric, mode}, ...]` (several objectives) -> the first as metric/mode, the rest as `more`."""
+    if isinstance(value, (list, tuple)) and value:
+        first, *rest = value
+        if isinstance(first, dict):
+            return {**first, "more": list(rest)}
+    return value
+
+
 class ObjectiveSection(Section):
+    """What the search ranks trials by: one metric with its mode, or a list of them.
+
+    With a list, Optuna searches the Pareto front of all of them (multi-objective TPE); ASHA, which
+    takes one metric, judges trials by the first; `results` and `report` show the front.
+    """
+
     metric: str = "robust_auc"
     mode: Literal["max", "min"] = "max"
+    more: tuple[Objective, ...] = ()
+
+    @property
+    def all(self) -> tuple[Objective, ...]:
+        return (Objective(metric=self.metric, mode=self.mode), *self.more)
 
 
 class SchedulerSection(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: Literal["asha", "fifo"]
-    grace_period: int = Field(2, ge=1)  # epochs, counting all IMP rounds
+    grace_period: int = Field(2, ge=1)  # epochs of the trial's ticket (ASHA's clock: search/space.py)
     reduction_factor: Float = Field(3, gt=1)
-    max_t: int | None = Field(None, ge=1)  # epochs; default: the trial's total epochs
+    max_t: int | None = Field(None, ge=1)  # ticket epochs; default: the most a trial's ticket trains
 
 
 class SearchSection(Section):
@@ -367,7 +409,8 @@ class TrialConfig(Section):
     train: TrainSection
     attack: AttackSection = AttackSection()
     prune: PruneSection = PruneSection()
-    objective: ObjectiveSection = ObjectiveSection()
+    reference: ReferenceSection = ReferenceSection()
+    objective: Annotated[ObjectiveSection, BeforeValidator(_objective_list)] = ObjectiveSection()
     search: SearchSection = SearchSection()
     resources: ResourcesSection = ResourcesSection()
     transfer: TransferSection | None = None  # required by trainer: transfer

@@ -36,29 +36,36 @@ class TrainerKind:
     """What a trainer declares where it is registered, so nothing else branches on its name.
 
     build(config, data, device=, state=, levels=) -> the trainer; planned_epochs(config): the epochs
-    a trial runs when nothing stops it early; summary_defaults(config): its own summary columns at
+    a trial runs when nothing stops it early; ticket_epochs(config): those of them the trial's ticket
+    trains (the time axis ASHA judges trials on); summary_defaults(config): its own summary columns at
     their values before the trial ends (trials.parquet keeps one schema); check(config): what it
     needs before a trial starts, beyond names and shapes.
     """
 
     build: Callable[..., Any]
     planned_epochs: Callable[[TrialConfig], int]
+    ticket_epochs: Callable[[TrialConfig], int]
     summary_defaults: Callable[[TrialConfig], dict[str, Any]] = lambda config: {}
     check: Callable[[TrialConfig], None] = lambda config: None
 
 
 TRAINERS: Registry[TrainerKind] = Registry("trainer")
-TRAINERS.register("imp")(TrainerKind(IMPTrainer, imp.planned_epochs))
-TRAINERS.register("transfer")(TrainerKind(TransferTrainer, transfer.planned_epochs, transfer.summary_defaults,
-                                          transfer.check))
+TRAINERS.register("imp")(TrainerKind(IMPTrainer, imp.planned_epochs, imp.ticket_epochs))
+TRAINERS.register("transfer")(TrainerKind(TransferTrainer, transfer.planned_epochs, transfer.planned_epochs,
+                                          transfer.summary_defaults, transfer.check))
 
 __all__ = ["TRAINERS", "EpochRecord", "IMPTrainer", "RECORD_FIELDS", "TransferTrainer", "check_config",
-           "convergence", "create_trainer", "planned_epochs", "summary_defaults"]
+           "convergence", "create_trainer", "planned_epochs", "summary_defaults", "ticket_epochs"]
 
 
 def planned_epochs(config: TrialConfig) -> int:
     """The epochs a trial runs when nothing stops it early (every level of its path, all regimes)."""
     return TRAINERS.get(config.trainer.name, field="trainer.name").planned_epochs(config)
+
+
+def ticket_epochs(config: TrialConfig) -> int:
+    """The epochs a trial's ticket trains when nothing stops it early."""
+    return TRAINERS.get(config.trainer.name, field="trainer.name").ticket_epochs(config)
 
 
 def summary_defaults(config: TrialConfig) -> dict[str, Any]:

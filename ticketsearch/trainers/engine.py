@@ -67,9 +67,11 @@ class Recipe:
     first_epoch: int = 0
 
     @classmethod
-    def of(cls, config: TrialConfig, regime: AttackConfig, epochs: int, lr: float, first_epoch: int = 0) -> "Recipe":
+    def of(cls, config: TrialConfig, regime: AttackConfig, epochs: int, lr: float, first_epoch: int = 0,
+           schedule: Schedule | None = None) -> "Recipe":
         t = config.train
-        return cls(regime, epochs, lr, t.schedule, t.batch_size, t.momentum, t.weight_decay, t.nesterov, first_epoch)
+        return cls(regime, epochs, lr, schedule or t.schedule, t.batch_size, t.momentum, t.weight_decay, t.nesterov,
+                   first_epoch)
 
     def key(self) -> dict[str, Any]:
         return {"regime": self.regime.model_dump(mode="json"), "epochs": self.epochs, "lr": self.lr,

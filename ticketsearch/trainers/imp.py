@@ -34,7 +34,7 @@ from ticketsearch.spec import TrialConfig
 from ticketsearch.trainers.engine import load_task
 from ticketsearch.trainers.engine import LevelRun, Recipe, evaluate_test_split, evaluation_key, snapshot, stamp
 from ticketsearch.trainers.levels import Level, LevelStore
-from ticketsearch.records import EpochRecord, convergence, path_summary
+from ticketsearch.records import EpochRecord, convergence, convergence_gap, path_summary
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,12 @@ class Step:
 
 
 def plan_levels(config: TrialConfig) -> list[Step]:
-    """The trial's levels in order: dense round, finding rounds, the ticket, then the dense reference."""
+    """The trial's levels in order: dense round, finding rounds, the dense reference, the ticket.
+
+    The reference comes before the ticket so that every epoch of the ticket is measured against it
+    (`convergence_gap`); it is left out when the dense round is the reference (same level), or when
+    `trainer.dense_baseline` is false.
+    """
     prune, train = config.prune, config.train
     base = evaluation_key(config)
     pruning = {"ratio": prune.ratio, "scope": prune.scope, "exclude": list(prune.exclude)}
@@ -68,19 +73,32 @@ def plan_levels(config: TrialConfig) -> list[Step]:
     for round_ in range(1, prune.rounds):
         level = Level("round", {**base, "recipe": rewound.key(), "prune": pruning}, (steps[-1].level,))
         steps.append(Step(level, round_, "find", rewound))
-    ticket = Recipe.of(config, config.attack.train, train.epochs, train.lr, first_epoch=prune.rewind)
-    control = {} if prune.control == "none" else {"control": prune.control}
-    level = Level("round", {**base, "recipe": ticket.key(), "prune": pruning, **control}, (steps[-1].level,))
-    steps.append(Step(level, prune.rounds, "ticket", ticket))
-    reference = Recipe.of(config, config.attack.train, train.epochs, train.lr)
+    found = steps[-1].level
+    reference = reference_recipe(config)
     reference_level = dense(reference, 0)
     if config.trainer.dense_baseline and reference_level.digest != steps[0].level.digest:
         steps.append(Step(reference_level, 0, "baseline", reference))
+    ticket = Recipe.of(config, config.attack.train, train.epochs, train.lr, first_epoch=prune.rewind)
+    control = {} if prune.control == "none" else {"control": prune.control}
+    steps.append(Step(Level("round", {**base, "recipe": ticket.key(), "prune": pruning, **control}, (found,)),
+                      prune.rounds, "ticket", ticket))
     return steps
+
+
+def reference_recipe(config: TrialConfig) -> Recipe:
+    """The dense reference: attack.train from the initialisation, at `reference` settings over `train`'s."""
+    ref, train = config.reference, config.train
+    return Recipe.of(config, config.attack.train, ref.epochs or train.epochs, ref.lr or train.lr,
+                     schedule=ref.schedule)
 
 
 def planned_epochs(config: TrialConfig) -> int:
     return sum(step.recipe.epochs - step.recipe.first_epoch for step in plan_levels(config))
+
+
+def ticket_epochs(config: TrialConfig) -> int:
+    final = plan_levels(config)[-1].recipe  # the ticket's round (the dense network itself with no round)
+    return final.epochs - final.first_epoch
 
 
 class IMPTrainer:
@@ -135,6 +153,9 @@ class IMPTrainer:
         record = self.pending.pop(0)
         record = stamp([record], round_=step.round, phase=step.phase, first_global=len(self.records) + 1,
                        reused=record.reused)[0]
+        if step.phase == "ticket":
+            so_far = [r for r in self.records if r.phase == "ticket"] + [record]
+            record = replace(record, convergence_gap=convergence_gap(so_far, self._reference_records()))
         self.records.append(record)
         self.step_emitted += 1
         if not self.pending and self.run is None:
@@ -237,7 +258,7 @@ class IMPTrainer:
     def _finish_step(self, step: Step) -> None:
         self.pending, self.run, self.step_emitted = None, None, 0
         is_ticket = step.phase == "ticket" or (step.phase == "dense" and self.config.prune.rounds == 0)
-        if is_ticket or step.phase == "baseline" or (step.phase == "dense" and self._dense_is_reference()):
+        if is_ticket or step is self._reference_step():
             self._tested(step)
         result = self.results[step.level.name]
         if is_ticket:
@@ -330,24 +351,39 @@ class IMPTrainer:
 
     def summary(self) -> dict[str, Any]:
         """Trial-level numbers: the path's progress, convergence against the reference, the test split."""
-        by_phase = {phase: [r for r in self.records if r.phase == phase] for phase in ("dense", "find", "ticket", "baseline")}
+        by_phase = {phase: [r for r in self.records if r.phase == phase] for phase in ("dense", "find", "ticket")}
         ticket = by_phase["ticket"] or (by_phase["dense"] if self.config.prune.rounds == 0 else [])
-        reference = by_phase["baseline"] or (by_phase["dense"] if self._dense_is_reference() else [])
+        finding = by_phase["dense"] + by_phase["find"] if by_phase["ticket"] else []
         out = {"status": self.status, **path_summary(self.records),
-               **convergence(ticket, reference, by_phase["dense"] + by_phase["find"] if by_phase["ticket"] else [])}
+               **convergence(ticket, self._reference_records(), finding, self.config.reference.target)}
+        if self.config.prune.rounds > 0:
+            out["find_level"] = self.plan[-1].level.parents[0].name  # tickets sharing it share its cost
         result = getattr(self, "ticket_result", None)
         if result is not None:
             out.update(result.get("tests", {}).get(self._test_settings(), {}))
-        reference_step = next((s for s in self.plan if s.phase == "baseline"), None)
-        if reference_step is not None:
-            out.update({f"reference_{k}": v for k, v in self._test_of(reference_step.level).items()})
-        elif self._dense_is_reference():
-            out.update({f"reference_{k}": v for k, v in self._test_of(self.plan[0].level).items()})
+        reference = self._reference_step()
+        if reference is not None:
+            out.update({f"reference_{k}": v for k, v in self._test_of(reference.level).items()})
         return out
 
-    def _dense_is_reference(self) -> bool:
-        return self.config.prune.rounds > 0 and not any(s.phase == "baseline" for s in self.plan) \
-            and self.config.find_regime == self.config.attack.train
+    @property
+    def ticket_epoch(self) -> int:
+        """Epochs of the final network trained so far: the ticket's round, or the dense round without one."""
+        final = self.plan[-1]
+        return sum((r.round, r.phase) == (final.round, final.phase) for r in self.records)
+
+    def _reference_step(self) -> Step | None:
+        """The step whose level is the dense reference: its own, or the dense round when they coincide."""
+        if self.config.prune.rounds == 0 or not self.config.trainer.dense_baseline:
+            return None
+        own = next((s for s in self.plan if s.phase == "baseline"), None)
+        if own is not None:
+            return own
+        return self.plan[0]  # plan_levels left the reference out: the dense round is that very level
+
+    def _reference_records(self) -> list[EpochRecord]:
+        step = self._reference_step()
+        return [] if step is None else [r for r in self.records if (r.round, r.phase) == (step.round, step.phase)]
 
     def sparsity_report(self):
         """Per-layer sparsity of the final ticket (of the current mask before the ticket exists)."""

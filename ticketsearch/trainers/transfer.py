@@ -168,6 +168,11 @@ class TransferTrainer:
         while not self.done:
             yield self.next_record()
 
+    @property
+    def ticket_epoch(self) -> int:
+        """Epochs of the ticket fine-tuned so far, every regime counted."""
+        return len(self.records)
+
     def _start_regime(self) -> LevelRun:
         """Fine-tuning under the current regime, from the masked pre-trained weights; the seed depends
         on the regime alone, so the ticket and the dense baseline draw the same batches."""
