@@ -183,3 +183,27 @@ def test_checkpoint_errors(tmp_path, digits):
     truncated.write_bytes((tmp_path / "ok.pt").read_bytes()[:1000])
     with pytest.raises(UserError, match="truncated.pt"):
         load_state(truncated)
+
+
+def test_the_best_checkpoint_is_kept_and_tested_as_those_weights(digits):
+    from ticketsearch.trainers.engine import evaluate_test_split
+
+    config = tiny_config(**{"train.epochs": 4, "trainer.keep": "best", "trainer.dense_baseline": False,
+                            "train.lr": 0.2})
+    trainer = create_trainer(config, digits)
+    list(trainer)
+    ticket = [r for r in trainer.records if r.phase == "ticket"]
+    best = max(ticket, key=lambda r: r.val_robust_acc)  # the first of equals, as the engine keeps it
+    summary = trainer.summary()
+    assert summary["best_epoch"] == best.epoch
+    trainer.model.load_state_dict(trainer.ticket_state["weights"])  # keep: best -> the ticket files hold them
+    again = evaluate_test_split(trainer.model, trainer.data, config, "best_test_")
+    assert {k: summary[k] for k in again} == again
+
+
+def test_patience_ends_a_round_that_stops_improving(digits):
+    config = tiny_config(**{"train.epochs": 8, "train.patience": 1, "train.lr": 0.5, "prune.rounds": 0})
+    records = list(create_trainer(config, digits))
+    robust = [r.val_robust_acc for r in records]
+    assert len(records) < 8 or all(b > a for a, b in zip(robust, robust[1:]))
+    assert len(records) == 8 or robust[-1] <= max(robust[:-1])  # it stopped at the first epoch without a gain

@@ -62,6 +62,9 @@ def test_asha_search_completes_with_early_stopping_and_matching_records(finished
     assert len(list((out / "tensorboard").iterdir())) == 4
     saved = json.loads((out / "search.json").read_text())
     assert saved["spec_hash"] == load_spec(spec_path).content_hash() and saved["ended"] is not None
+    # Every trial trains its own dense round here (the learning rate is searched): one per trial, and a ticket.
+    totals = saved["totals"]
+    assert totals["levels"]["dense"] == 4 and totals["trained_epochs"] == trials["trained_epochs"].sum() > 0
 
 
 def test_search_seed_makes_sampled_configs_reproducible(tmp_path):

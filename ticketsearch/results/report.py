@@ -225,6 +225,12 @@ def _header(results: SearchResults, trials: pd.DataFrame, metric: str, mode: str
         f"- trials: {len(trials)} ({by_status}); {_n(len(results.epochs), 'epoch record')}",
         f"- results: `{results.out}`",
     ]
+    tested = _col(trials, "test_examples").dropna()
+    if len(tested):  # how many test images every test figure stands on (AutoAttack's cost sets it)
+        counts = sorted({int(n) for n in tested})
+        autoattack = _col(trials, "test_autoattack_acc").notna().any()
+        lines.append(f"- test split: {' / '.join(map(str, counts))} images per finished ticket, under `attack.eval`"
+                     + (" and AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square)" if autoattack else ""))
     return lines
 
 

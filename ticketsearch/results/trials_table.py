@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 import pyarrow as pa
 
+from ticketsearch.layout import TRIALS
 from ticketsearch.records import EpochRecord, objective_columns, path_summary
 from ticketsearch.results.parquet import flatten, write_table_atomic
 from ticketsearch.spec import TrialConfig
@@ -47,6 +48,21 @@ def follow(row: dict[str, Any], records: Sequence[EpochRecord], summary: Mapping
     if summary is not None:
         row.update(summary)
     return row
+
+
+def search_totals(out: str | Path, levels_dir: str | Path) -> dict[str, Any]:
+    """What a search trained and what its trials shared: for search.json when it ends. `levels`: the
+    distinct levels finished, by kind (`<kind>-<digest>/result.pt` under the levels directory)."""
+    levels: dict[str, int] = {}
+    for result in Path(levels_dir).glob("*/result.pt"):
+        kind = result.parent.name.rsplit("-", 1)[0]
+        levels[kind] = levels.get(kind, 0) + 1
+    path = Path(out) / TRIALS
+    trials = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    sums = {column: float(trials[column].sum()) if column in trials else 0.0
+            for column in ("trained_epochs", "reused_epochs", "trained_seconds", "reused_seconds",
+                           "trained_passes", "reused_passes")}
+    return {"levels": dict(sorted(levels.items())), "distinct_levels": sum(levels.values()), **sums}
 
 
 def write_trials(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:

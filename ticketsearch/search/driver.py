@@ -17,6 +17,7 @@ from typing import Any, Callable
 from ticketsearch import __version__
 from ticketsearch.errors import UserError
 from ticketsearch.layout import LEVELS
+from ticketsearch.results.trials_table import search_totals
 from ticketsearch.search.heartbeat import driver_record, write_json_atomic
 from ticketsearch.spec import Spec
 
@@ -202,6 +203,8 @@ def _write_search_json(out: Path, spec: Spec, *, started: float, ended: float | 
         "storage": storage,  # where Tune keeps the experiment and the checkpoints; --resume looks there
         "driver": driver_record(),  # refreshed by Heartbeat while the search runs
     }
+    if ended is not None:  # what the search trained and what its trials shared (trainers/levels.py)
+        document["totals"] = search_totals(out, _levels_dir(storage, out))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, document)
 

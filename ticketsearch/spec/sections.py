@@ -113,15 +113,27 @@ class TrainSection(Section):
     # costs 15-35 s of compiling per trial; on CPU it then ran ResNet-20 PGD-10 1.42x the reference
     # loop against 1.26x uncompiled (BENCHMARKS.md): worth it for long trials only.
     compile: bool = False
+    # Early stopping: a round ends after this many epochs without a better validation robust accuracy
+    # (none: every round trains its epochs).
+    patience: int | None = Field(None, ge=1)
 
 
 TRAINING_OBJECTIVES = ("trades", "mart")  # regimes whose loss is not cross-entropy on attack(x)
 DEFAULT_BETA = 6.0  # TRADES (Zhang et al. 2019) and MART (Wang et al. 2020) on CIFAR-10
+# Certified training (core/certify.py): the loss bounds the worst case over the eps-ball, no attack runs.
+CERTIFIED_REGIMES = ("ibp", "crown_ibp")
+# Shares of a round: trained clean first, then eps (and kappa, beta) ramped linearly to their final
+# values. The papers train for hundreds of epochs at full eps after the ramp; a search's short
+# rounds need a larger share of ramp to stay stable.
+DEFAULT_WARMUP, DEFAULT_RAMP = 0.1, 0.5
 
 
 class AttackConfig(BaseModel):
     """One threat model or training regime: `natural`, `fgsm` (FGSM with random start), `pgd`,
-    `trades`, `mart` (training only), `autoattack` (the standard version, evaluation only).
+    `trades`, `mart`, `ibp`, `crown_ibp` (training only), `autoattack` (the standard version,
+    evaluation only). `ibp` (Gowal et al. 2018) and `crown_ibp` (Zhang et al. 2020) train on a bound of
+    the worst-case loss over the eps-ball (core/certify.py) rather than on attacked images; `warmup`
+    and `ramp` are their schedule, as shares of the round's steps.
 
     eps and alpha are in pixel units of [0, 1] images (8/255 is the CIFAR standard). alpha defaults to
     eps/4 for PGD, TRADES and MART and 1.25 eps for FGSM with random start (Wong et al. 2020).
@@ -145,12 +157,30 @@ class AttackConfig(BaseModel):
     # follow them say so). In train mode the attack's passes never move the running statistics (they
     # are restored after each attack), so those come from the training passes alone in both modes.
     bn_mode: Literal["eval", "train"] = "eval"
+    # ibp and crown_ibp only: the share of the round trained clean, then the share over which eps ramps
+    # from 0 (kappa from 1 to 0.5 for ibp, to 0 for crown_ibp; beta from 1 to 0 for crown_ibp).
+    warmup: Float | None = Field(None, ge=0, lt=1)
+    ramp: Float | None = Field(None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _beta_only_for_objectives(self) -> "AttackConfig":
         if self.beta is not None and self.kind not in TRAINING_OBJECTIVES:
             raise ValueError(f"beta: only {' and '.join(TRAINING_OBJECTIVES)} have a beta, not {self.kind}")
+        for name in ("warmup", "ramp"):
+            if getattr(self, name) is not None and self.kind not in CERTIFIED_REGIMES:
+                raise ValueError(f"{name}: only {' and '.join(CERTIFIED_REGIMES)} have an eps schedule, not {self.kind}")
+        if self.kind in CERTIFIED_REGIMES and self.warmup_share + self.ramp_share > 1:
+            raise ValueError(f"warmup + ramp: {self.warmup_share:g} + {self.ramp_share:g} is past the round's end; "
+                             f"eps would never reach its value")
         return self
+
+    @property
+    def warmup_share(self) -> float:
+        return DEFAULT_WARMUP if self.warmup is None else self.warmup
+
+    @property
+    def ramp_share(self) -> float:
+        return DEFAULT_RAMP if self.ramp is None else self.ramp
 
     @property
     def step_size(self) -> float:
@@ -201,6 +231,9 @@ class AttackSection(Section):
     def _kinds_in_their_place(self) -> "AttackSection":
         if self.eval.kind in TRAINING_OBJECTIVES:
             raise ValueError(f"eval: {self.eval.kind} is a training objective; evaluate with pgd or autoattack")
+        if self.eval.kind in CERTIFIED_REGIMES:
+            raise ValueError(f"eval: {self.eval.kind} is a certified training regime; evaluate with pgd or "
+                             f"autoattack and certify with the certify section")
         if self.eval.bn_mode == "train":
             raise ValueError("eval.bn_mode: evaluation attacks run in eval mode; bn_mode is for training regimes")
         return self
@@ -242,6 +275,9 @@ class TrainerSection(Section):
     # so that the ticket's convergence can be compared with it in the same trial.
     dense_baseline: bool = True
     test_eval: bool = True  # evaluate the finished ticket on the test split
+    # The weights `tickets/` keeps: the ticket round's last epoch, or its best validation robust accuracy
+    # (robust overfitting, Rice et al. 2020). Both are tested (test_* and best_test_* columns).
+    keep: Literal["last", "best"] = "last"
 
 
 class PretrainSection(Section):
@@ -394,6 +430,24 @@ class SearchSection(Section):
     share_levels: bool = True
 
 
+class CertifySection(Section):
+    """Certified robustness (core/certify.py) of the finished ticket and the dense reference: the share
+    of test images classified correctly whose every logit margin is proven positive over the L-inf
+    ball of radius `eps` (pixel units of [0, 1] images, the ball clipped to [0, 1]).
+
+    method: ibp (Gowal et al. 2018; every model), crown (Zhang et al. 2018; feed-forward models only,
+    tighter and costlier) or crown-ibp between them. examples: the first this many of the tested
+    images (0: all of them). On all of them and with eps >= attack.eval.eps, certified <= PGD robust <=
+    clean accuracy for every ticket. every_epoch: val_certified_acc after every epoch too, by IBP
+    (cheap) at `eps`, on the train.eval_examples validation images.
+    """
+
+    method: Literal["ibp", "crown-ibp", "crown"] = "ibp"
+    eps: Float = Field(gt=0)
+    examples: int = Field(0, ge=0)
+    every_epoch: bool = False
+
+
 class ResourcesSection(Section):
     cpu: Float = Field(1, gt=0)
     gpu: Float = Field(0, ge=0)
@@ -414,6 +468,7 @@ class TrialConfig(Section):
     search: SearchSection = SearchSection()
     resources: ResourcesSection = ResourcesSection()
     transfer: TransferSection | None = None  # required by trainer: transfer
+    certify: CertifySection | None = None  # certified accuracy of the ticket and the reference (off: none)
 
     @model_validator(mode="after")
     def _transfer_section_present(self) -> "TrialConfig":

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from ticketsearch.core.attacks import ATTACKS
+from ticketsearch.core.attacks import ATTACKS, check_autoattack_classes
 from ticketsearch.core.data import DATASETS, task_info
 from ticketsearch.core.models import MODELS, create_model
 from ticketsearch.core.pruning import prunable_weights
@@ -84,10 +84,13 @@ def check_config(config: TrialConfig) -> None:
         if attack is not None:
             ATTACKS.get(attack.kind, field=f"{field}.kind")
             if attack.kind == "autoattack" and field != "attack.eval":
-                raise UserError(f"{field}.kind: autoattack is for evaluation only; train with natural, fgsm or pgd")
+                raise UserError(f"{field}.kind: autoattack is for evaluation only; train with natural, fgsm, pgd, "
+                                "trades or mart")
     # Build the model on the meta device (no memory, no compute) so width, depth and exclusions are
     # checked before any data is read.
     info = task_info(config.data.dataset, config.data.classes)
+    if config.attack.test_autoattack and config.trainer.test_eval:
+        check_autoattack_classes(info.num_classes)  # refused at the start, not at the end of a trial
     with torch.device("meta"):
         model = create_model(config.model.arch, width=config.model.width, depth=config.model.depth,
                              num_classes=info.num_classes, in_channels=info.channels, mean=info.mean, std=info.std,

@@ -81,13 +81,15 @@ class Recipe:
 
 
 def evaluation_key(config: TrialConfig) -> dict[str, Any]:
-    """What every level's validation and numerics read, whoever trains it."""
+    """What every level's training and validation read, whoever trains it. Not the arithmetic it runs in
+    (`train.precision`, `train.compile`): those are how a level is computed, not what, and `auto` and
+    `fp32` are the same arithmetic on a CPU."""
     data = config.data.model_dump(mode="json", exclude={"root", "download"})
     train = config.train
     return {"data": data, "model": config.model.model_dump(mode="json"), "seed": train.seed,
             "eval": config.attack.eval.model_dump(mode="json"), "eval_examples": train.eval_examples,
-            "eval_batch_size": train.eval_batch_size, "precision": train.precision, "compile": train.compile,
-            "guard": config.attack.guard.model_dump(mode="json")}
+            "eval_batch_size": train.eval_batch_size,
+            "guard": config.attack.guard.model_dump(mode="json"), "patience": train.patience}
 
 
 class LevelRun:
@@ -172,7 +174,8 @@ class LevelRun:
         if self.best is None or accuracy.robust > self.best["val_robust_acc"]:
             self.best = {"epoch": self.epoch, "val_robust_acc": accuracy.robust, "weights": snapshot(self.model)}
         fired, action = guard[1], guard[2]
-        if self.epoch >= recipe.epochs or (fired and action != "record"):
+        stalled = train.patience is not None and self.epoch - self.best["epoch"] >= train.patience
+        if self.epoch >= recipe.epochs or (fired and action != "record") or stalled:
             self.status = "completed"
         return record
 

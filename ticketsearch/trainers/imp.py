@@ -56,7 +56,8 @@ def plan_levels(config: TrialConfig) -> list[Step]:
     """
     prune, train = config.prune, config.train
     base = evaluation_key(config)
-    pruning = {"ratio": prune.ratio, "scope": prune.scope, "exclude": list(prune.exclude)}
+    pruning = {"ratio": prune.ratio, "scope": prune.scope, "exclude": list(prune.exclude),
+               "allow_empty_layers": prune.allow_empty_layers}
 
     def dense(recipe: Recipe, rewind: int) -> Level:
         return Level("dense", {**base, "recipe": recipe.key(), "rewind": rewind})
@@ -234,9 +235,13 @@ class IMPTrainer:
                 test = evaluate_test_split(self.model, self.data, self.config)
                 best = stored["best"]
                 if best is not None and test:
-                    self.model.load_state_dict(best["weights"])
-                    test.update({"best_epoch": float(best["epoch"]),
-                                 **evaluate_test_split(self.model, self.data, self.config, "best_test_")})
+                    last = stored["records"][-1]["epoch"]
+                    if best["epoch"] == last:  # the same weights: the same figures (the test is seeded)
+                        again = {f"best_{k}": v for k, v in test.items()}
+                    else:
+                        self.model.load_state_dict(best["weights"])
+                        again = evaluate_test_split(self.model, self.data, self.config, "best_test_")
+                    test.update({"best_epoch": float(best["epoch"]), **again})
                 stored = {**stored, "tests": {**stored.get("tests", {}), settings: test}}
                 self.store.save_result(step.level, stored)
         finally:
@@ -294,7 +299,7 @@ class IMPTrainer:
             parent = self._result(step.level.parents[0])
             self.model.load_state_dict(parent["weights"])
             mask = magnitude_prune(self.weights, Mask.from_state_dict(parent["mask"], self.weights),
-                                   prune.ratio, prune.scope)
+                                   prune.ratio, prune.scope, allow_empty_layers=prune.allow_empty_layers)
             start = self._rewind_of(step)
             if step.phase == "ticket" and prune.control == "random_mask":
                 mask = random_mask_like(mask, torch.Generator().manual_seed(step.level.seed))
@@ -331,7 +336,7 @@ class IMPTrainer:
         needed = {p.name for s in self.plan[self.position:] for p in s.level.parents}
         for name, result in self.results.items():
             if name not in needed and "weights" in result and result is not getattr(self, "ticket_result", None):
-                self.results[name] = {k: v for k, v in result.items() if k != "weights"}
+                self.results[name] = {k: v for k, v in result.items() if k not in ("weights", "best")}
 
     def _new_model(self) -> nn.Module:
         m, info = self.config.model, self.data.info
@@ -342,7 +347,10 @@ class IMPTrainer:
     @property
     def ticket_state(self) -> dict[str, Any] | None:
         result = getattr(self, "ticket_result", None)
-        return None if result is None else {"weights": result["weights"], "mask": result["mask"]}
+        if result is None:
+            return None
+        best = result.get("best") if self.config.trainer.keep == "best" else None
+        return {"weights": best["weights"] if best else result["weights"], "mask": result["mask"]}
 
     @property
     def mask(self) -> Mask:

@@ -161,14 +161,3 @@ def train_level(store: LevelStore, level: Level,
 
 def _strip(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k not in ("format", "version")}
-
-
-def count_levels(root: str | Path) -> dict[str, int]:
-    """How many distinct levels a search finished, by kind (for search.json)."""
-    counts: dict[str, int] = {}
-    directory = Path(root)
-    if directory.is_dir():
-        for level in directory.glob("*/result.pt"):
-            kind = level.parent.name.rsplit("-", 1)[0]
-            counts[kind] = counts.get(kind, 0) + 1
-    return counts

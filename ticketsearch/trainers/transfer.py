@@ -269,7 +269,8 @@ class TransferTrainer:
                 "imp_reused": prune.rounds > 0 and reused == prune.rounds, "imp_rounds_reused": reused,
                 "source_val_clean_acc": records[-1]["val_clean_acc"] if records else NAN,
                 "source_val_robust_acc": records[-1]["val_robust_acc"] if records else NAN}
-        oneshot = magnitude_prune(weights, Mask.ones(weights), prune.sparsity_after(prune.rounds), prune.scope)
+        oneshot = magnitude_prune(weights, Mask.ones(weights), prune.sparsity_after(prune.rounds), prune.scope,
+                                  allow_empty_layers=prune.allow_empty_layers)
         if transfer.ticket == "random":
             generator = torch.Generator().manual_seed(config.train.seed)
             return random_mask_like(oneshot, generator), prune.rounds, {}
@@ -338,7 +339,7 @@ class TransferTrainer:
         run = LevelRun(model, model, weights, mask, source, recipe, config, seed=train.seed + round_,
                        fastpath=self.fastpath, augment=config.transfer.source.augment)
         records = run.train_to_end(progress, save_progress, what=f"IMP round {round_} on {source.info.name}")
-        mask = magnitude_prune(weights, mask, prune.ratio, prune.scope)
+        mask = magnitude_prune(weights, mask, prune.ratio, prune.scope, allow_empty_layers=prune.allow_empty_layers)
         return {"mask": mask.state_dict(),
                 "records": [r.as_dict() for r in stamp(records, round_=round_, phase="find", first_global=1, reused=False)]}
 
