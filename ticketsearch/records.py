@@ -45,6 +45,8 @@ class EpochRecord:
     reused: bool = False  # trained by another trial (a shared level), not by this one
     # The ticket's round: records.convergence_gap against the dense reference so far (NaN elsewhere).
     convergence_gap: float = NAN
+    # Certified accuracy (IBP at certify.eps) on the validation images (NaN unless certify.every_epoch).
+    val_certified_acc: float = NAN
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,7 +209,10 @@ def path_summary(records: Sequence[EpochRecord]) -> dict[str, Any]:
 
 
 TEST_COLUMNS = ("test_clean_acc", "test_robust_acc", "test_examples", "test_autoattack_acc", "best_epoch",
-                "best_test_clean_acc", "best_test_robust_acc", "best_test_examples", "best_test_autoattack_acc")
+                "best_test_clean_acc", "best_test_robust_acc", "best_test_examples", "best_test_autoattack_acc",
+                # certify: the share of test_certified_examples (the first of the tested) proven robust
+                "test_certified_acc", "test_certified_examples", "best_test_certified_acc",
+                "best_test_certified_examples")
 # Every trial-level column any trainer fills, at its value before a trial ends: present (NaN) from a
 # trial's first row on, so trials.parquet keeps one schema whatever state the trials are in.
 SUMMARY_DEFAULTS: dict[str, Any] = {
@@ -216,4 +221,13 @@ SUMMARY_DEFAULTS: dict[str, Any] = {
     **dict.fromkeys(CONVERGENCE_COLUMNS, NAN), "reached_target": False, "find_level": "",
     **dict.fromkeys(TEST_COLUMNS, NAN),
     **dict.fromkeys([f"reference_{c}" for c in TEST_COLUMNS], NAN),
+    "certify_method": "", "certify_eps": NAN,
 }
+
+
+def certify_columns(config) -> dict[str, Any]:
+    """How the test_*certified_* columns were certified: method and eps of `config.certify` ("" and NaN
+    when it is off). `config` is a `TrialConfig` (not imported: spec imports this module's objectives)."""
+    certify = config.certify
+    return {"certify_method": "", "certify_eps": NAN} if certify is None else {
+        "certify_method": certify.method, "certify_eps": float(certify.eps)}

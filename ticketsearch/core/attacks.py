@@ -1,5 +1,6 @@
 """Threat models through torchattacks: natural, FGSM with random start, PGD-k, the inner
-maximisations of TRADES and MART, and AutoAttack's standard version.
+maximisations of TRADES and MART, and AutoAttack's standard version; the certified training regimes
+(ibp, crown_ibp) are registered here too, with no attack of their own.
 
 Images are in [0, 1] and normalisation lives inside the model, so eps and step sizes are in pixel
 units (8/255 is the CIFAR standard) and torchattacks needs no normalisation settings of its own.
@@ -68,6 +69,14 @@ def trades_kl_pgd(model: nn.Module, config: AttackConfig, num_classes: int) -> P
 
 # MART's inner maximisation (Wang et al. 2020) is PGD on the cross-entropy; only its loss differs.
 ATTACKS.register("mart")(pgd)
+
+
+@ATTACKS.register("ibp")
+@ATTACKS.register("crown_ibp")
+def certified_regime(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
+    """Certified training (IBP, Gowal et al. 2018; CROWN-IBP, Zhang et al. 2020) runs no attack: its
+    loss bounds the whole eps-ball (core/training_objectives.py, core/certify.py). The images as they are."""
+    return lambda images, labels: images
 
 # AutoAttack's standard version (Croce & Hein 2020, RobustBench): these settings, not torchattacks'
 # AutoAttack class, which builds APGD and APGD-T with 10 iterations.

@@ -522,6 +522,17 @@ def margin_lower_bounds(model: nn.Module, images: Tensor, labels: Tensor, eps: f
     return bounds
 
 
+def check_supported(model: nn.Module, method: str) -> None:
+    """Refuse a model `method` cannot bound, with the one-line error naming the layer; reads only the
+    modules' types and settings, so it works on a model built on the meta device."""
+    if method not in METHODS:
+        raise UserError(f"certify.method: unknown method {method!r}; known: {', '.join(METHODS)}")
+    if method == "ibp":
+        leaf_layers(model)
+    else:
+        _crown_layers(model)
+
+
 def certified_accuracy(
     model: nn.Module, images: Tensor, labels: Tensor, eps: float, method: str = "ibp", batch_size: int = 256
 ) -> float:
@@ -566,8 +577,9 @@ def ramp(step: int, start: int, length: int, begin: float, end: float) -> float:
     return begin + t * (end - begin)
 
 
-def schedule(step: int, *, eps: float, warmup: int, ramp_steps: int, method: str = "ibp") -> Mix:
-    """The schedules of the papers, by optimiser step.
+def schedule(step: float, *, eps: float, warmup: float, ramp_steps: float, method: str = "ibp") -> Mix:
+    """The schedules of the papers, by optimiser step (or any measure of progress: the trainers give
+    the share of the round done, and `warmup` and `ramp_steps` as shares of the round).
 
     Both ramp eps linearly from 0 to `eps` over `ramp_steps` steps after `warmup` clean steps.
     - "ibp" (Gowal et al. 2018): kappa from 1 to 0.5 along the eps ramp; IBP bounds (beta 0).
@@ -583,20 +595,28 @@ def schedule(step: int, *, eps: float, warmup: int, ramp_steps: int, method: str
 
 
 def certified_training_loss(model: nn.Module, images: Tensor, labels: Tensor, mix: Mix) -> Tensor:
-    """kappa * CE(clean logits) + (1 - kappa) * CE(worst-case logits) (Gowal et al. 2018, eq. 12).
+    """kappa * CE(clean logits) + (1 - kappa) * CE(worst-case logits) (Gowal et al. 2018, eq. 12)."""
+    return certified_training_terms(model, images, labels, mix)[0]
 
-    The worst-case logits are -(margin lower bounds) with 0 for the true class (their cross-entropy
-    bounds the cross-entropy of every input in the ball from above). The bounds are
-    beta * CROWN-IBP + (1 - beta) * IBP (Zhang et al. 2020); beta = 0 computes no CROWN pass.
-    The clean pass runs in the model's current mode; the bounds use batch norm's running statistics.
+
+def certified_training_terms(model: nn.Module, images: Tensor, labels: Tensor, mix: Mix) -> tuple[Tensor, Tensor]:
+    """(loss, worst-case logits) of one certified-training batch; the loss as `certified_training_loss`.
+
+    The worst-case logits, in class order, are -(margin lower bound) for every other class and 0 for
+    the true one (their cross-entropy bounds the cross-entropy of every input in the ball from above);
+    their argmax is the label exactly when the example is certified at mix.eps, so their accuracy is
+    the batch's certified accuracy. Without a bound term (kappa 1 or eps 0) they are the clean logits.
+    The bounds are beta * CROWN-IBP + (1 - beta) * IBP (Zhang et al. 2020); beta = 0 computes no CROWN
+    pass. The clean pass runs in the model's current mode; the bounds use batch norm's running statistics.
     """
     logits = model(images)
     if mix.kappa >= 1 or mix.eps <= 0:
-        return F.cross_entropy(logits, labels)
+        return F.cross_entropy(logits, labels), logits
     bounds = margin_lower_bounds(model, images, labels, mix.eps, "ibp")
     if mix.beta > 0:
         crown = margin_lower_bounds(model, images, labels, mix.eps, "crown-ibp")
         bounds = mix.beta * crown + (1 - mix.beta) * bounds
-    worst = torch.cat([bounds.new_zeros(len(labels), 1), -bounds], 1)  # the true class first
-    robust = F.cross_entropy(worst, torch.zeros_like(labels))
-    return mix.kappa * F.cross_entropy(logits, labels) + (1 - mix.kappa) * robust
+    others = F.one_hot(labels, logits.shape[1]) == 0  # row-major: the other classes in increasing order
+    worst = bounds.new_zeros(logits.shape).masked_scatter(others, -bounds)
+    robust = F.cross_entropy(worst, labels)
+    return mix.kappa * F.cross_entropy(logits, labels) + (1 - mix.kappa) * robust, worst

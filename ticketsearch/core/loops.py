@@ -61,6 +61,7 @@ def train_epoch(
     augmentation: Augmentation,
     augment_generator: torch.Generator | None,
     fastpath: FastPath | None = None,
+    round_steps: int | None = None,
 ) -> EpochResult:
     """Train one epoch under the regime `attack` was built from; `after_step` re-applies the masks
     after each update.
@@ -71,6 +72,9 @@ def train_epoch(
     The `fastpath` (default: fp32, channels-last) gives the memory format, and the attack's passes and
     the training forward pass run under its autocast (backward outside it, as autocast wants). Nothing
     in a step reads a tensor back to the host: the loss and accuracy sums stay on the device.
+    `round_steps`: the optimiser steps of the whole round (`first_step` counts from its start), so an
+    objective with a schedule (certified training's eps ramp) knows the round's progress; without it,
+    progress is 1 (the end of every schedule).
     """
     start = time.perf_counter()
     fastpath = fastpath or FastPath(device_type=images.device.type)
@@ -91,7 +95,8 @@ def train_epoch(
         # x and x_adv stay fp32 under autocast (only conv/matmul inputs are cast), so eps holds exactly;
         # autocast computes cross-entropy, softmax and KL in fp32.
         with fastpath.autocast():
-            loss, logits = objective(model, attack, x, y)
+            progress = (first_step + index) / round_steps if round_steps else 1.0
+            loss, logits = objective(model, attack, x, y, progress)
         lr = lr_for_step(first_step + index)
         for group in optimizer.param_groups:
             group["lr"] = lr

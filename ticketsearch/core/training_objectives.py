@@ -15,6 +15,13 @@ training passes in train mode and returns the loss and the logits whose accuracy
   cross-entropy, where BCE adds -log(1 - the largest wrong-class probability) to the cross-entropy,
   so examples the model misclassifies weigh more in the robustness term. CIFAR-10: beta 6, eps 8/255,
   step 2/255, 10 steps; MNIST: eps 0.3, step 0.01, 40 steps.
+- IBP (Gowal et al. 2018) and CROWN-IBP (Zhang et al. 2020): kappa CE(f(x), y) + (1 - kappa) CE of
+  the worst-case logits over the eps-ball, bounded by interval bound propagation (mixed with
+  CROWN-IBP's bounds by beta); eps, kappa and beta follow the regime's schedule over the round
+  (`progress`), core/certify.py.
+
+`progress` is the share of the round's optimiser steps done before this batch (0 at the round's
+start, 1 at its end); only the certified regimes' schedules read it.
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ticketsearch.core import certify
 from ticketsearch.core.attacks import Perturb, regime_of, training_examples
 from ticketsearch.registry import Registry
 
-# (model, attack, x, y) -> (loss, logits of the examples the epoch's accuracy counts)
-Objective = Callable[[nn.Module, Perturb, Tensor, Tensor], tuple[Tensor, Tensor]]
+# (model, attack, x, y, progress) -> (loss, logits of the examples the epoch's accuracy counts)
+Objective = Callable[[nn.Module, Perturb, Tensor, Tensor, float], tuple[Tensor, Tensor]]
 OBJECTIVES: Registry[Objective] = Registry("training objective")
 
 
@@ -41,7 +49,8 @@ def objective_for(attack: Perturb) -> Objective:
     return OBJECTIVES.get(kind) if kind in OBJECTIVES else adversarial_cross_entropy
 
 
-def adversarial_cross_entropy(model: nn.Module, attack: Perturb, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+def adversarial_cross_entropy(model: nn.Module, attack: Perturb, x: Tensor, y: Tensor,
+                              progress: float = 1.0) -> tuple[Tensor, Tensor]:
     """CE(f(attack(x)), y) (Madry et al. 2018); with the natural attack, plain cross-entropy."""
     x_adv = training_examples(attack)(x, y)
     model.train()
@@ -56,7 +65,7 @@ def _beta(attack: Perturb) -> float:
 
 
 @OBJECTIVES.register("trades")
-def trades(model: nn.Module, attack: Perturb, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+def trades(model: nn.Module, attack: Perturb, x: Tensor, y: Tensor, progress: float = 1.0) -> tuple[Tensor, Tensor]:
     """TRADES (Zhang et al. 2019): CE(f(x), y) + beta * KL(f(x) || f(x')), batch mean."""
     x_adv = training_examples(attack)(x, y)
     model.train()
@@ -68,7 +77,7 @@ def trades(model: nn.Module, attack: Perturb, x: Tensor, y: Tensor) -> tuple[Ten
 
 
 @OBJECTIVES.register("mart")
-def mart(model: nn.Module, attack: Perturb, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+def mart(model: nn.Module, attack: Perturb, x: Tensor, y: Tensor, progress: float = 1.0) -> tuple[Tensor, Tensor]:
     """MART (Wang et al. 2020): boosted cross-entropy on x' plus beta times the per-example
     KL(f(x) || f(x')) weighted by 1 - f_y(x), the clean probability of the true class."""
     x_adv = training_examples(attack)(x, y)
@@ -84,3 +93,18 @@ def mart(model: nn.Module, attack: Perturb, x: Tensor, y: Tensor) -> tuple[Tenso
     kl = (p_clean * (torch.log(p_clean + tiny) - torch.log(p_adv + tiny))).sum(dim=1)
     true_clean = p_clean.gather(1, y[:, None]).squeeze(1)
     return boosted_ce + _beta(attack) * (kl * (1.0000001 - true_clean)).mean(), logits_adv
+
+
+@OBJECTIVES.register("ibp")
+@OBJECTIVES.register("crown_ibp")
+def certified(model: nn.Module, attack: Perturb, x: Tensor, y: Tensor, progress: float = 1.0) -> tuple[Tensor, Tensor]:
+    """IBP (Gowal et al. 2018) or CROWN-IBP (Zhang et al. 2020) training at the regime's schedule at
+    `progress`; the logits are the worst case's, so the epoch's accuracy is certified accuracy at the
+    current eps (clean accuracy during the warm-up)."""
+    regime = regime_of(attack)
+    assert regime is not None, "ibp and crown_ibp are built by build_attack with their regime"
+    mix = certify.schedule(progress, eps=regime.eps, warmup=regime.warmup_share, ramp_steps=regime.ramp_share,
+                           method=regime.kind.replace("_", "-"))
+    model.train()
+    # Bounds follow the module's own layers: under torch.compile, those of the module it wraps.
+    return certify.certified_training_terms(getattr(model, "_orig_mod", model), x, y, mix)

@@ -26,6 +26,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from ticketsearch.errors import UserError
 from ticketsearch.results.boosting import boosting_section, plot_curves_by_sparsity, plot_speedup_across_space
+from ticketsearch.results.certified import certified_section
 from ticketsearch.results.double_win import double_win_section
 from ticketsearch.results.pareto import pareto_section
 from ticketsearch.results.repeats import repeats_section
@@ -77,6 +78,7 @@ def write_report(out: str | Path, top: int = 3) -> Path:
     lines += double_win_section(trials, mode)
     lines += pareto_section(trials, results.search.get("spec", {}))
     lines += boosting_section(trials)
+    lines += certified_section(trials)
     lines += repeats_section(trials, list(space), mode)
     transfer = bool(epochs["phase"].str.startswith(FINETUNE).all())
     with matplotlib.rc_context(STYLE):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from ticketsearch.errors import UserError
 
 # Known after every epoch, from the epoch records (ASHA can act on them).
-PER_EPOCH_OBJECTIVES = ("convergence_gap", "robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc")
+PER_EPOCH_OBJECTIVES = ("convergence_gap", "robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc",
+                        "val_certified_acc")
 # Known only when a trial ends, from its summary (fifo only), by trainer.
 FINAL_OBJECTIVES_BY_TRAINER = {
     "imp": ("speedup", "epoch_speedup", "speedup_seconds", "ticket_epochs_to_target", "ticket_passes_to_target",
@@ -33,6 +34,10 @@ def check_objective(config) -> None:
             what = f"{metric!r} is computed by trainer {elsewhere[0]} only" if elsewhere else f"unknown metric {metric!r}"
             field = "objective.metric" if index == 0 else f"objective[{index}].metric"
             raise UserError(f"{field}: {what}; trainer {trainer} knows: {', '.join(known)}")
+    certify = getattr(config, "certify", None)
+    if "val_certified_acc" in metrics and (certify is None or not certify.every_epoch):
+        raise UserError("objective.metric: val_certified_acc is computed with certify: {eps: ..., every_epoch: true} "
+                        "only")
     if len(set(metrics)) != len(metrics):
         raise UserError(f"objective: each metric once; got {metrics}")
     if len(metrics) > 1 and config.search.algorithm != "optuna":

@@ -16,17 +16,19 @@ from typing import Any, Callable
 import torch
 
 from ticketsearch.core.attacks import ATTACKS, check_autoattack_classes
+from ticketsearch.core.certify import check_supported
 from ticketsearch.core.data import DATASETS, task_info
 from ticketsearch.core.models import MODELS, create_model
 from ticketsearch.core.pruning import prunable_weights
 from ticketsearch.errors import UserError
 from ticketsearch.registry import Registry
 from ticketsearch.spec import TrialConfig
+from ticketsearch.spec.sections import CERTIFIED_REGIMES
 from ticketsearch.spec.objectives import check_objective
 from ticketsearch.trainers import imp, transfer
 from ticketsearch.trainers.imp import IMPTrainer
 from ticketsearch.trainers.levels import LevelStore
-from ticketsearch.records import RECORD_FIELDS, SUMMARY_DEFAULTS, EpochRecord, convergence
+from ticketsearch.records import RECORD_FIELDS, SUMMARY_DEFAULTS, EpochRecord, certify_columns, convergence
 from ticketsearch.trainers.transfer import TransferTrainer
 
 
@@ -71,7 +73,7 @@ def ticket_epochs(config: TrialConfig) -> int:
 def summary_defaults(config: TrialConfig) -> dict[str, Any]:
     """Every summary column a trial ends with, at its value before the trial ends."""
     kind = TRAINERS.get(config.trainer.name, field="trainer.name")
-    return {**SUMMARY_DEFAULTS, **kind.summary_defaults(config)}
+    return {**SUMMARY_DEFAULTS, **kind.summary_defaults(config), **certify_columns(config)}
 
 
 def check_config(config: TrialConfig) -> None:
@@ -85,7 +87,7 @@ def check_config(config: TrialConfig) -> None:
             ATTACKS.get(attack.kind, field=f"{field}.kind")
             if attack.kind == "autoattack" and field != "attack.eval":
                 raise UserError(f"{field}.kind: autoattack is for evaluation only; train with natural, fgsm, pgd, "
-                                "trades or mart")
+                                "trades, mart, ibp or crown_ibp")
     # Build the model on the meta device (no memory, no compute) so width, depth and exclusions are
     # checked before any data is read.
     info = task_info(config.data.dataset, config.data.classes)
@@ -96,7 +98,34 @@ def check_config(config: TrialConfig) -> None:
                              num_classes=info.num_classes, in_channels=info.channels, mean=info.mean, std=info.std,
                              input_size=config.model.input_size)
     prunable_weights(model, config.prune.exclude)
+    check_certifiable(config, model)
     TRAINERS.get(config.trainer.name, field="trainer.name").check(config)
+
+
+def check_certifiable(config: TrialConfig, model: torch.nn.Module) -> None:
+    """Refuse a model that a bound method the trial runs cannot bound (certify.method, IBP per epoch,
+    the certified training regimes' IBP and CROWN-IBP), in one line naming the field and the layer."""
+    needs: dict[str, str] = {}  # method -> the field that asks for it
+    if config.certify is not None:
+        needs[config.certify.method] = "certify.method"
+        if config.certify.every_epoch:
+            needs.setdefault("ibp", "certify.every_epoch")
+    for field, regime in (("attack.train", config.attack.train), ("prune.find_with", config.prune.find_with)):
+        if regime is not None and regime.kind in CERTIFIED_REGIMES:
+            needs.setdefault("ibp", f"{field}.kind")
+            if regime.kind == "crown_ibp":
+                needs.setdefault("crown-ibp", f"{field}.kind")
+    for method, field in needs.items():
+        if config.model.input_size is not None:
+            raise UserError(f"{field}: model.input_size resizes images inside the model; certified bounds need "
+                            f"images of the model's own size")
+        try:
+            check_supported(model, method)
+        except UserError as error:
+            message = str(error).removeprefix("certify: ")
+            if field.endswith(".kind"):  # a training regime: name the regime that supports the model
+                message = message.replace("method='ibp' supports it", "kind ibp supports it")
+            raise UserError(f"{field}: {message}") from None
 
 
 def create_trainer(config: TrialConfig, data=None, *, device="cpu", state=None, levels_dir=None):

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from ticketsearch.core.attacks import build_attack, is_adversarial
+from ticketsearch.core.certify import certified_accuracy
+from ticketsearch.core.data.augment import to_float
 from ticketsearch.core.data import DataBundle, prepare_data
 from ticketsearch.core.fastpath import FastPath
 from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
@@ -28,7 +30,7 @@ from ticketsearch.core.pruning import Mask, MaskApplier
 from ticketsearch.core.schedule import lr_at
 from ticketsearch.errors import UserError
 from ticketsearch.spec import AttackConfig, TrialConfig
-from ticketsearch.spec.sections import DataSection, Schedule
+from ticketsearch.spec.sections import CERTIFIED_REGIMES, DataSection, Schedule
 from ticketsearch.trainers.guard import OverfittingGuard
 from ticketsearch.trainers.random_stream import RandomStream
 from ticketsearch.records import NAN, EpochRecord
@@ -40,10 +42,29 @@ def load_task(data: DataSection) -> DataBundle:
                         split_seed=data.split_seed, download=data.download, classes=data.classes)
 
 
-def passes_per_example(regime: AttackConfig) -> int:
-    """Forward+backward passes per training example: the attack's gradient steps plus the update's."""
+# Certified training, in passes per example of one step (digits, CPU, batch 128: IBP's step took 2.8-3.2x
+# a clean step's time on cnn_4layer, small_cnn and cnn_7layer, CROWN-IBP's at beta 0.5 14-18x).
+IBP_STEP_PASSES = 3  # the clean pass plus a forward and backward pass over the lower and upper bounds (~2)
+CROWN_IBP_EXTRA_PASSES = 12  # its backward bound pass carries a row per other class (9 on 10 classes)
+
+
+def passes_per_example(regime: AttackConfig, start: float = 0.0, end: float = 1.0) -> float:
+    """Forward+backward passes per training example: the attack's gradient steps plus the update's.
+
+    Certified regimes (ibp, crown_ibp) cost what their schedule runs, so this is their mean over the
+    steps from `start` to `end` (shares of the round): a warm-up step is a clean step (1), a step on
+    IBP bounds `IBP_STEP_PASSES`, and a CROWN-IBP step adds `CROWN_IBP_EXTRA_PASSES` while its beta is
+    above 0 (the ramp). The others cost the same at every step.
+    """
     if not is_adversarial(regime):
         return 1
+    if regime.kind in CERTIFIED_REGIMES:
+        warmup, ramp_end = regime.warmup_share, regime.warmup_share + regime.ramp_share
+        extra = CROWN_IBP_EXTRA_PASSES if regime.kind == "crown_ibp" else 0
+        phases = ((0.0, warmup, 1), (warmup, ramp_end, IBP_STEP_PASSES + extra), (ramp_end, 1.0, IBP_STEP_PASSES))
+        if end <= start:
+            return next((cost for lo, hi, cost in phases if lo <= start < hi), IBP_STEP_PASSES)
+        return sum(max(0.0, min(end, hi) - max(start, lo)) * cost for lo, hi, cost in phases) / (end - start)
     return 1 + (regime.steps if regime.kind in ("pgd", "trades", "mart") else 1)
 
 
@@ -89,7 +110,9 @@ def evaluation_key(config: TrialConfig) -> dict[str, Any]:
     return {"data": data, "model": config.model.model_dump(mode="json"), "seed": train.seed,
             "eval": config.attack.eval.model_dump(mode="json"), "eval_examples": train.eval_examples,
             "eval_batch_size": train.eval_batch_size,
-            "guard": config.attack.guard.model_dump(mode="json"), "patience": train.patience}
+            "guard": config.attack.guard.model_dump(mode="json"), "patience": train.patience,
+            # Only when it runs, so the levels of every trial without it keep their names.
+            **({"certified_eps": config.certify.eps} if config.certify and config.certify.every_epoch else {})}
 
 
 class LevelRun:
@@ -116,6 +139,7 @@ class LevelRun:
         self.shuffle = torch.Generator().manual_seed(seed)
         self.augment_rng = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.steps_per_epoch = batches_per_epoch(data.train_x.shape[0], recipe.batch_size)
+        self.round_steps = self.steps_per_epoch * recipe.epochs  # certified training's schedules run over these
         self.epoch = recipe.first_epoch
         self.step = recipe.first_epoch * self.steps_per_epoch
         self.records: list[EpochRecord] = []
@@ -152,11 +176,12 @@ class LevelRun:
             lr_for_step=lambda step: lr_at(step, steps_per_epoch=self.steps_per_epoch, epochs=recipe.epochs,
                                            base_lr=recipe.lr, schedule=recipe.schedule),
             first_step=self.step, shuffle=self.shuffle, augmentation=self.augmentation,
-            augment_generator=self.augment_rng, fastpath=self.fastpath,
+            augment_generator=self.augment_rng, fastpath=self.fastpath, round_steps=self.round_steps,
         )
         self.epoch += 1
         self.step += result.steps
-        passes = float(result.examples * passes_per_example(recipe.regime))
+        share = (self.step - result.steps) / self.round_steps, self.step / self.round_steps
+        passes = float(result.examples * passes_per_example(recipe.regime, *share))
         if not math.isfinite(result.loss):
             self.status = "diverged"
             return self._record(result, passes, NAN, NAN, 0.0, 0.0, (NAN, False, ""))
@@ -169,8 +194,14 @@ class LevelRun:
                             self.attack(self.config.attack.eval), batch_size=train.eval_batch_size,
                             fastpath=self.fastpath)
         eval_passes = float(n * (1 + (self.config.attack.eval.steps if is_adversarial(self.config.attack.eval) else 0)))
+        certified, certify = NAN, self.config.certify
+        if certify is not None and certify.every_epoch:
+            # IBP on the model itself (fp32, unfolded): its bound pass costs about one more pass.
+            certified = certified_accuracy(self.model, to_float(self.data.val_x[:n]), self.data.val_y[:n], certify.eps,
+                                           "ibp", batch_size=train.eval_batch_size)
+            eval_passes += n
         record = self._record(result, passes, accuracy.clean, accuracy.robust, time.perf_counter() - start,
-                              eval_passes, guard)
+                              eval_passes, guard, certified)
         if self.best is None or accuracy.robust > self.best["val_robust_acc"]:
             self.best = {"epoch": self.epoch, "val_robust_acc": accuracy.robust, "weights": snapshot(self.model)}
         fired, action = guard[1], guard[2]
@@ -180,7 +211,7 @@ class LevelRun:
         return record
 
     def _record(self, result, passes: float, clean: float, robust: float, eval_seconds: float, eval_passes: float,
-                guard: tuple[float, bool, str]) -> EpochRecord:
+                guard: tuple[float, bool, str], certified: float = NAN) -> EpochRecord:
         so_far = [r.val_robust_acc for r in self.records] + [robust]
         record = EpochRecord(
             round=0, phase="", epoch=self.epoch, global_epoch=len(self.records) + 1, sparsity=self.sparsity,
@@ -189,7 +220,7 @@ class LevelRun:
             robust_auc=sum(so_far) / len(so_far), epoch_seconds=result.seconds, eval_seconds=eval_seconds,
             examples_per_second=result.examples / result.seconds if result.seconds > 0 else NAN,
             guard_robust_acc=guard[0], guard_fired=guard[1], guard_action=guard[2],
-            passes=passes, eval_passes=eval_passes)
+            passes=passes, eval_passes=eval_passes, val_certified_acc=certified)
         self.records.append(record)
         return record
 
@@ -229,7 +260,8 @@ class LevelRun:
 
 
 def evaluate_test_split(model: nn.Module, data: DataBundle, config: TrialConfig, prefix: str = "test_") -> dict[str, float]:
-    """The test split's figures for `model` as it is: clean, under attack.eval and (when on) AutoAttack.
+    """The test split's figures for `model` as it is: clean, under attack.eval, (when on) AutoAttack and
+    (with a certify section) certified accuracy.
 
     Computed in fp32 on the model itself (no folded batch norms, no compiled wrapper, no autocast), so
     a reported number does not depend on the fast path that trained it, and under a fixed seed, so the
@@ -255,6 +287,12 @@ def _test_figures(model: nn.Module, data: DataBundle, config: TrialConfig, prefi
         auto = config.attack.eval.model_copy(update={"kind": "autoattack"})
         attack = build_attack(model, auto, classes, "attack.eval")
         out[f"{prefix}autoattack_acc"] = evaluate(model, x, y, attack, batch_size=batch, fastpath=fp32).robust
+    certify = config.certify
+    if certify is not None:
+        m = min(certify.examples or n, n)  # the first of the tested images: certified <= robust <= clean on them
+        out[f"{prefix}certified_acc"] = certified_accuracy(model, to_float(x[:m]), y[:m], certify.eps, certify.method,
+                                                           batch_size=batch)
+        out[f"{prefix}certified_examples"] = float(m)
     return out
 
 

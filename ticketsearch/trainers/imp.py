@@ -254,7 +254,8 @@ class IMPTrainer:
         c = self.config
         return json.dumps({"test_eval": c.trainer.test_eval, "examples": c.train.test_examples,
                            "autoattack": c.attack.test_autoattack, "eval": c.attack.eval.model_dump(mode="json"),
-                           "batch": c.train.eval_batch_size}, sort_keys=True)
+                           "batch": c.train.eval_batch_size,
+                           **({"certify": c.certify.model_dump(mode="json")} if c.certify else {})}, sort_keys=True)
 
     def _test_of(self, level: Level) -> dict[str, float]:
         result = self._result(level)

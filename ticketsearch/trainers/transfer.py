@@ -232,7 +232,8 @@ class TransferTrainer:
         return {"pretrained": self._pretrained_key(), "data": c.data.model_dump(mode="json"),
                 "model": c.model.model_dump(mode="json"), "train": c.train.model_dump(mode="json"),
                 "attack": c.attack.model_dump(mode="json"), "finetune": list(c.transfer.finetune),
-                "standard_lr": c.transfer.standard_lr, "test_eval": c.trainer.test_eval}
+                "standard_lr": c.transfer.standard_lr, "test_eval": c.trainer.test_eval,
+                **({"certify": c.certify.model_dump(mode="json")} if c.certify else {})}
 
     # ---------------------------------------------------------------- building the ticket
     def _build_ticket(self) -> tuple[ImageClassifier, Mask, dict[str, Any]]:
