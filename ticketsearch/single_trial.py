@@ -107,7 +107,9 @@ def format_record(r: EpochRecord) -> str:
         if r.guard_robust_acc == r.guard_robust_acc else ""
     return (f"round {r.round} {r.phase:<8} epoch {r.epoch:>3}  sparsity {r.sparsity:6.2%}  lr {r.lr:.4f}  "
             f"loss {r.train_loss:.3f}  train {r.train_acc:6.1%}  val clean {r.val_clean_acc:6.1%}  "
-            f"robust {r.val_robust_acc:6.1%}  auc {r.robust_auc:6.1%}  {r.epoch_seconds:5.1f}s  "
+            f"robust {r.val_robust_acc:6.1%}  "
+            + (f"certified {r.val_certified_acc:6.1%}  " if _known(r.val_certified_acc) else "")
+            + f"auc {r.robust_auc:6.1%}  {r.epoch_seconds:5.1f}s  "
             f"{r.examples_per_second:6.0f} ex/s{guard}")
 
 
@@ -122,7 +124,10 @@ def format_summary(summary: dict[str, Any], layers, out: Path) -> str:
                  f"val robust {summary['final_val_robust_acc']:.1%}, robust_auc {summary['robust_auc']:.1%}")
     if _known(summary.get("test_clean_acc")):
         auto = f", AutoAttack {summary['test_autoattack_acc']:.1%}" if _known(summary.get("test_autoattack_acc")) else ""
-        lines.append(f"test split: clean {summary['test_clean_acc']:.1%}, robust {summary['test_robust_acc']:.1%}{auto}")
+        certified = (f", certified {summary['test_certified_acc']:.1%} ({summary['certify_method']})"
+                     if _known(summary.get("test_certified_acc")) else "")
+        lines.append(f"test split: clean {summary['test_clean_acc']:.1%}, robust {summary['test_robust_acc']:.1%}{auto}"
+                     f"{certified}")
     if summary.get("double_win_split"):
         split = summary["double_win_split"]
         for regime in ("standard", "adversarial"):

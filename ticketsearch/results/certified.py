@@ -26,7 +26,8 @@ def certified_section(trials: pd.DataFrame) -> list[str]:
            for _, row in done.iterrows()}
     reference = "reference_test_certified_acc" in done and pd.to_numeric(done["reference_test_certified_acc"]).notna().any()
     lines = ["", "## Certified accuracy against sparsity", "",
-             f"Test images certified ({', '.join(sorted(how))}) of {len(done)} finished tickets: the share classified "
+             f"Test images certified ({', '.join(sorted(how))}) of {len(done)} finished ticket{'s' * (len(done) != 1)}: "
+             "the share classified "
              "correctly whose every logit margin is proven positive over the whole eps-ball (a lower bound on "
              "the robust accuracy that no attack can lower), next to the PGD robust and clean accuracy of the "
              "same images" + (" and the dense reference's." if reference else "."), ""]
