@@ -29,7 +29,8 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = 
         echo(f"best trial {best['trial_id']} ({best['status']}): {objective.metric} {best['objective']:.4f}; {values}")
         shown = [("final_sparsity", "sparsity"), ("final_val_clean_acc", "val clean"),
                  ("final_val_robust_acc", "val robust"), ("test_clean_acc", "test clean"),
-                 ("test_robust_acc", "test robust"), ("speedup", "speed-up incl. finding")]
+                 ("test_robust_acc", "test robust"), ("test_certified_acc", "test certified"),
+                 ("speedup", "speed-up incl. finding")]
         echo("  " + ", ".join(f"{label} {best[k]:.3f}" for k, label in shown
                               if isinstance(best.get(k), float) and not math.isnan(best[k])))
     for line in boosting_lines(trials):
