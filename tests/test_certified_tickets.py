@@ -19,6 +19,7 @@ from ticketsearch.core.training_objectives import certified, objective_for
 from ticketsearch.errors import UserError
 from ticketsearch.records import SUMMARY_DEFAULTS, TEST_COLUMNS, objective_value
 from ticketsearch.results.certified import certified_section
+from ticketsearch.results.trials_table import follow, new_row
 from ticketsearch.spec import AttackConfig
 from ticketsearch.trainers import check_config, create_trainer, summary_defaults
 from ticketsearch.trainers.engine import evaluate_test_split, evaluation_key, passes_per_example
@@ -72,6 +73,11 @@ def test_certified_columns_have_one_home_and_one_schema(trained):
     plain = summary_defaults(tiny_config())
     assert set(plain) == set(defaults) and plain["certify_method"] == "" and math.isnan(plain["certify_eps"])
     assert all(math.isnan(SUMMARY_DEFAULTS[c]) for c in TEST_COLUMNS if "certified" in c)
+    # A trials.parquet row: born with the columns, filled by the trainer's summary.
+    row = new_row("t", config, defaults)
+    assert math.isnan(row["test_certified_acc"]) and row["certify_method"] == "crown"
+    row = follow(row, records, summary)
+    assert row["test_certified_acc"] == summary["test_certified_acc"] and row["certify_eps"] == pytest.approx(0.1)
     # The objective reads the per-epoch figure of the trial's own path.
     assert objective_value("val_certified_acc", records, summary) == records[-1].val_certified_acc
     # A trial without the section has no certified figure, and its levels keep their names.
