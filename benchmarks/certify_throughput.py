@@ -8,8 +8,8 @@ rounds so a change in machine load hits all of them, and the median of each coun
 Images are the digits test split (8x8, 1 channel), the models trained on digits for --train-epochs
 of plain cross-entropy first (CROWN's cost grows with the neurons IBP leaves unstable, which depends
 on the weights); or, with --size 32, random CIFAR-shaped images and freshly initialised models.
-Full CROWN on a 32x32 small_cnn needs a backward pass with a row for each of its 65,536 second-layer
-neurons per example: leave it out there (--methods ibp crown-ibp).
+Full CROWN on a 32x32 small_cnn needs a backward pass with a row for each of its second-layer neurons
+(32,768 at width 0.5) per example: leave it out there (--methods ibp crown-ibp).
 
     python3 -m uv run python benchmarks/certify_throughput.py
     python3 -m uv run python benchmarks/certify_throughput.py --size 32 --arch cnn_4layer
