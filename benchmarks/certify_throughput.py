@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, choices=[8, 32], default=8)
     parser.add_argument("--examples", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=64, help="examples per bound computation")
-    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--eps", type=float, default=0.03)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--train-epochs", type=int, default=2, help="on digits (--size 8) only")
