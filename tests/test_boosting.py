@@ -45,7 +45,9 @@ def test_a_fifty_percent_ticket_on_digits_reaches_the_reference_in_fewer_epochs(
     summary = trainer.summary()
     assert summary["reached_target"], summary
     assert summary["ticket_epochs_to_target"] < summary["dense_epochs_to_target"]
-    assert summary["target_robust_acc"] == trainer.records[11].val_robust_acc > 0.6
+    # the target: the reference's final validation robust accuracy, as a trailing 3-epoch mean
+    assert summary["target_robust_acc"] == pytest.approx(sum(r.val_robust_acc for r in trainer.records[9:12]) / 3)
+    assert summary["target_robust_acc"] > 0.6
     ticket = [r for r in trainer.records if r.phase == "ticket"]
     assert not math.isnan(ticket[0].convergence_gap)  # judged against the reference from its first epoch
 
@@ -54,23 +56,24 @@ def test_pass_counts_and_speedup_from_known_counts():
     assert passes_per_example(AttackConfig(kind="natural")) == 1
     assert passes_per_example(AttackConfig(kind="fgsm", eps=0.1)) == 2
     assert passes_per_example(AttackConfig(kind="pgd", eps=0.1, steps=10)) == 11
-    # Reference: 4 epochs of 100 passes, reaching 0.8 at its last. Ticket: reaches it at its 2nd epoch;
-    # finding cost 150 passes. speedup = 400 / (150 + 200).
-    reference = [record("baseline", acc, 100, i + 1) for i, acc in enumerate((0.3, 0.5, 0.7, 0.8))]
-    ticket = [record("ticket", acc, 100, i + 1) for i, acc in enumerate((0.6, 0.85, 0.9))]
+    # Reference: 6 epochs of 100 passes; its smoothed curve (trailing 3-epoch mean) first reaches its final
+    # value, 0.8, at epoch 6. Ticket: smoothed 0.7, 0.8, 0.83, so it reaches 0.8 at its 2nd epoch;
+    # finding cost 150 passes. speedup = 600 / (150 + 200).
+    reference = [record("baseline", acc, 100, i + 1) for i, acc in enumerate((0.3, 0.5, 0.7, 0.8, 0.8, 0.8))]
+    ticket = [record("ticket", acc, 100, i + 1) for i, acc in enumerate((0.7, 0.9, 0.9))]
     finding = [record("dense", 0.4, 75, 1), record("dense", 0.5, 75, 2)]
     out = convergence(ticket, reference, finding)
-    assert out["target_robust_acc"] == 0.8 and out["reached_target"]
-    assert (out["ticket_epochs_to_target"], out["dense_epochs_to_target"]) == (2, 4)
-    assert out["speedup"] == pytest.approx(400 / 350) and out["epoch_speedup"] == 2
-    assert out["time_saved"] == pytest.approx(1 - 350 / 400) and out["find_passes"] == 150
+    assert out["target_robust_acc"] == pytest.approx(0.8) and out["reached_target"]
+    assert (out["ticket_epochs_to_target"], out["dense_epochs_to_target"]) == (2, 6)
+    assert out["speedup"] == pytest.approx(600 / 350) and out["epoch_speedup"] == 3
+    assert out["time_saved"] == pytest.approx(1 - 350 / 600) and out["find_passes"] == 150
     # Two tickets pruned from one finding round share its cost.
     frame = amortize(pd.DataFrame([{"trial_id": t, "find_level": "dense-x", **out} for t in ("a", "b")]))
-    assert frame["speedup_amortized"].tolist() == pytest.approx([400 / (75 + 200)] * 2)
+    assert frame["speedup_amortized"].tolist() == pytest.approx([600 / (75 + 200)] * 2)
 
 
 def test_a_ticket_that_never_reaches_the_target_ranks_last_with_a_finite_value():
-    reference = [record("baseline", acc, 100, i + 1) for i, acc in enumerate((0.3, 0.8))]
+    reference = [record("baseline", acc, 100, i + 1) for i, acc in enumerate((0.8, 0.8))]
     reached = convergence([record("ticket", 0.81, 100)], reference, [])
     close = convergence([record("ticket", 0.7, 100), record("ticket", 0.75, 100, 2)], reference, [])
     far = convergence([record("ticket", 0.2, 100), record("ticket", 0.3, 100, 2)], reference, [])

@@ -135,6 +135,10 @@ def test_a_level_trained_on_one_node_serves_a_trial_on_another(cluster, tmp_path
     # Two pruning ratios at one learning rate share their dense round: one trial trains it on its node
     # while the other, on the other node, waits for it and takes it from the storage every node reads.
     cluster, nodes = cluster
+    # Two worker nodes of one CPU each, whatever earlier tests of this module removed: the two trials
+    # run at once, one on each.
+    alive = [n for n in nodes if n in cluster.worker_nodes]
+    added = [cluster.add_node(num_cpus=1) for _ in range(2 - len(alive))]
     spec_path = search_spec(tmp_path, **{
         "search": {"algorithm": "grid", "num_samples": 1, "max_concurrent": 2, "scheduler": "fifo", "seed": 0},
         "model.width": 0.25, "train.lr": 0.05, "prune.ratio": {"grid": [0.3, 0.7]}, "train.epochs": 2})
@@ -151,6 +155,8 @@ def test_a_level_trained_on_one_node_serves_a_trial_on_another(cluster, tmp_path
     assert len(list((storage / "levels").glob("dense-*/result.pt"))) == 1
     trials = pd.read_parquet(out / "trials.parquet")
     assert sorted(trials["reused_epochs"]) == [0, 2] and set(trials["status"]) == {"completed"}
+    for node in added:
+        cluster.remove_node(node)
 
 
 def test_preflight_names_storage_a_node_cannot_read(tmp_path):

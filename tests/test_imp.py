@@ -46,7 +46,7 @@ def test_imp_on_digits_learns_and_prunes_to_the_expected_sparsity(digits):
     assert 0.5 < summary["test_clean_acc"] <= 1 and summary["test_robust_acc"] <= summary["test_clean_acc"]
     assert summary["robust_auc"] == pytest.approx(sum(r.val_robust_acc for r in records[-3:]) / 3)
     # the dense round trains under the same regime, so it is the convergence reference
-    assert summary["target_robust_acc"] == records[2].val_robust_acc
+    assert summary["target_robust_acc"] == pytest.approx(sum(r.val_robust_acc for r in records[:3]) / 3)  # smoothed
     assert summary["find_seconds"] == pytest.approx(sum(r.epoch_seconds for r in records[:6]))
     # Cost in example-passes: PGD-2 training is 3 passes an example (2 attack steps and the update).
     examples = (digits.train_x.shape[0] // 64) * 64

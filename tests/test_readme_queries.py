@@ -22,6 +22,7 @@ def test_pandas_queries_run(finished_search):
     assert {"dense", "ticket"} <= set(namespace["curves"].columns)
     assert namespace["by_width"]["count"].sum() >= 1
     assert namespace["spent"]["count"].sum() == len(namespace["trials"])
+    assert namespace["spent"]["trained"].sum() == namespace["trials"]["trained_epochs"].sum() > 0
 
 
 def test_duckdb_query_runs(finished_search):

@@ -109,13 +109,27 @@ def unreached_value(metric: str, summary: dict[str, Any]) -> float:
     return total * (1 + shortfall) + total / epochs
 
 
+# Time to target is read from the trailing mean of this many epochs of each curve: validation robust
+# accuracy is measured on a few hundred images under a random-start attack, and a single epoch moves by
+# a few points, so one lucky (or unlucky) epoch of either curve would otherwise decide the measure.
+SMOOTHING_EPOCHS = 3
+
+
+def smoothed(records: Sequence[EpochRecord]) -> list[float]:
+    """Validation robust accuracy per epoch, as the trailing mean of up to SMOOTHING_EPOCHS epochs."""
+    values = [r.val_robust_acc for r in records]
+    return [sum(values[max(0, i + 1 - SMOOTHING_EPOCHS):i + 1]) / min(i + 1, SMOOTHING_EPOCHS)
+            for i in range(len(values))]
+
+
 def reach(records: Sequence[EpochRecord], target: float) -> dict[str, float]:
-    """Epochs, example-passes and training seconds until val_robust_acc first reaches `target` (NaN if never)."""
+    """Epochs, example-passes and training seconds until the smoothed validation robust accuracy first
+    reaches `target` (NaN if never)."""
     passes = seconds = 0.0
-    for index, record in enumerate(records, start=1):
+    for index, (record, accuracy) in enumerate(zip(records, smoothed(records)), start=1):
         passes += record.passes
         seconds += record.epoch_seconds
-        if record.val_robust_acc >= target - 1e-12:
+        if accuracy >= target - 1e-12:
             return {"epochs": float(index), "passes": passes, "seconds": seconds}
     return {"epochs": NAN, "passes": NAN, "seconds": NAN}
 
@@ -135,7 +149,8 @@ def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
     """The boosting-ticket measures (Li et al. 2020): the ticket's round against the dense reference.
 
     target_robust_acc: the reference's validation robust accuracy at its final epoch, or its best
-    (`reference.target`); reference_final_/best_val_robust_acc: both. ticket_/dense_{epochs,passes,
+    (`reference.target`); reference_final_/best_val_robust_acc: both. Accuracies here are trailing
+    means over SMOOTHING_EPOCHS epochs (`smoothed`), of the reference and the ticket alike. ticket_/dense_{epochs,passes,
     seconds}_to_target: cost until the ticket, and the reference, first reach it. find_passes,
     find_seconds: training cost of rounds 0..R-1 (finding the ticket). speedup: reference passes to the
     target over (find passes + ticket passes to the target), the paper's definition counted in
@@ -151,10 +166,10 @@ def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
         out["find_seconds"] = sum(r.epoch_seconds for r in finding)
         out.update({"ticket_epochs": float(len(ticket)), "ticket_passes": sum(r.passes for r in ticket),
                     "ticket_seconds": sum(r.epoch_seconds for r in ticket),
-                    "ticket_best_val_robust_acc": max(r.val_robust_acc for r in ticket)})
+                    "ticket_best_val_robust_acc": max(smoothed(ticket))})
     if reference:
-        out["reference_final_val_robust_acc"] = reference[-1].val_robust_acc
-        out["reference_best_val_robust_acc"] = max(r.val_robust_acc for r in reference)
+        out["reference_final_val_robust_acc"] = smoothed(reference)[-1]
+        out["reference_best_val_robust_acc"] = max(smoothed(reference))
     if not ticket or not reference:
         return out
     target = out[f"reference_{target}_val_robust_acc"]
