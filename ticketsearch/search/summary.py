@@ -22,6 +22,10 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = 
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     echo(f"search {spec.name}: {len(trials)} trials (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
     ranked = trials[trials["objective"].notna()] if len(trials) else trials
+    if len(ranked) and (ranked["status"] == "completed").any():
+        # A per-epoch objective of a trial stopped early was measured at an earlier epoch than a finished
+        # trial's: the best is the best finished trial.
+        ranked = ranked[ranked["status"] == "completed"]
     best: dict[str, Any] = {}
     if len(ranked):
         best = ranked.sort_values("objective", ascending=objective.mode == "min").iloc[0].to_dict()
