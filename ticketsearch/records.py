@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from ticketsearch.spec.objectives import PER_EPOCH_OBJECTIVES
 

@@ -210,8 +210,3 @@ def running_statistics_kept(model: nn.Module) -> Iterator[None]:
 
 def is_adversarial(config: AttackConfig) -> bool:
     return config.kind != "natural" and config.eps > 0
-
-
-@torch.no_grad()
-def predictions(model: nn.Module, images: Tensor) -> Tensor:
-    return model(images).argmax(dim=1)

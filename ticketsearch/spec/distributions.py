@@ -28,10 +28,6 @@ class Distribution:
     args: tuple
     default: Any
 
-    @property
-    def is_numeric_range(self) -> bool:
-        return self.kind in ("loguniform", "uniform", "quniform", "randint")
-
     def extremes(self) -> list[Any]:
         """Values at the edges of the space: every one must make a valid trial."""
         if self.kind in ("choice", "grid"):
