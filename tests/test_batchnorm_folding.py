@@ -44,7 +44,7 @@ def test_folded_model_computes_the_same_logits_and_input_gradients(arch):
     batch_norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     if arch in FOLDABLE:
         assert (len(pairs), batch_norms) == FOLDABLE[arch]
-    assert pairs, f"{arch}: nothing folded"
+    assert pairs or batch_norms == 0, f"{arch}: nothing folded"  # the certified-training nets have no batch norm
     x = torch.rand(3, 3, 32, 32, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
     logits = model(x)
     (gradient,) = torch.autograd.grad(logits.logsumexp(1).sum(), x)
