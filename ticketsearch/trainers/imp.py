@@ -208,7 +208,7 @@ class IMPTrainer:
     def _after_epoch(self, step: Step, run: LevelRun) -> None:
         if step.level.kind == "dense" and run.epoch == self.config.prune.rewind and step.phase == "dense":
             self.rewind_state = snapshot(self.model)  # late rewinding (Frankle et al. 2020): epoch k of round 0
-        if not run.done:
+        if self.store.shared and not run.done:  # only a store on disk outlives this trial
             self.store.save_progress(step.level, {**run.state_dict(), "rewind": self.rewind_state})
 
     def _save(self, step: Step, run: LevelRun) -> None:
@@ -263,12 +263,9 @@ class IMPTrainer:
 
     def _finish_step(self, step: Step) -> None:
         self.pending, self.run, self.step_emitted = None, None, 0
-        is_ticket = step.phase == "ticket" or (step.phase == "dense" and self.config.prune.rounds == 0)
-        if is_ticket or step is self._reference_step():
+        if step is self.plan[-1] or step is self._reference_step():  # the ticket (its path's last level)
             self._tested(step)
         result = self.results[step.level.name]
-        if is_ticket:
-            self.ticket_result = result
         self.position += 1
         if result["status"] == "diverged":
             self.status = "diverged"
@@ -301,7 +298,7 @@ class IMPTrainer:
             self.model.load_state_dict(parent["weights"])
             mask = magnitude_prune(self.weights, Mask.from_state_dict(parent["mask"], self.weights),
                                    prune.ratio, prune.scope, allow_empty_layers=prune.allow_empty_layers)
-            start = self._rewind_of(step)
+            start = self._rewind_point()
             if step.phase == "ticket" and prune.control == "random_mask":
                 mask = random_mask_like(mask, torch.Generator().manual_seed(step.level.seed))
             if step.phase == "ticket" and prune.control == "reinit":
@@ -318,25 +315,23 @@ class IMPTrainer:
                 self.rewind_state = progress["rewind"]
         return run
 
-    def _rewind_of(self, step: Step) -> dict[str, Tensor]:
-        """The weights a pruned level rewinds to: round 0's rewind point, carried down the IMP path."""
-        level = step.level
-        while level.parents:
-            level = level.parents[0]
-        rewind = self._result(level)["rewind"] if self._result(level) is not None else None
-        return rewind if rewind is not None else self.init_state
-
-    def _rewind_point(self) -> dict[str, Tensor] | None:
-        """Round 0's weights at epoch prune.rewind: from its level once it ended, else as captured here."""
+    def _rewind_point(self) -> dict[str, Tensor]:
+        """The weights a pruned round rewinds to: round 0's at epoch prune.rewind (from its level once it
+        ended, else as captured here), or the initialisation."""
         dense = self._result(self.plan[0].level)
-        return self.rewind_state if dense is None else dense["rewind"]
+        rewind = self.rewind_state if dense is None else dense["rewind"]
+        return self.init_state if rewind is None else rewind
+
+    def _ticket_result(self) -> dict[str, Any] | None:
+        """The finished ticket's level result: the last level of the path, once the trial is past it."""
+        return self.results.get(self.plan[-1].level.name) if self.position >= len(self.plan) else None
 
     def _drop_unneeded_weights(self) -> None:
         """Keep weights only of the levels a later step starts from (trial states stay small); the
         dense round keeps its rewind point."""
         needed = {p.name for s in self.plan[self.position:] for p in s.level.parents}
         for name, result in self.results.items():
-            if name not in needed and "weights" in result and result is not getattr(self, "ticket_result", None):
+            if name not in needed and "weights" in result and name != self.plan[-1].level.name:
                 self.results[name] = {k: v for k, v in result.items() if k not in ("weights", "best")}
 
     def _new_model(self) -> nn.Module:
@@ -347,7 +342,7 @@ class IMPTrainer:
     # ---------------------------------------------------------------- results
     @property
     def ticket_state(self) -> dict[str, Any] | None:
-        result = getattr(self, "ticket_result", None)
+        result = self._ticket_result()
         if result is None:
             return None
         best = result.get("best") if self.config.trainer.keep == "best" else None
@@ -367,7 +362,7 @@ class IMPTrainer:
                **convergence(ticket, self._reference_records(), finding, self.config.reference.target)}
         if self.config.prune.rounds > 0:
             out["find_level"] = self.plan[-1].level.parents[0].name  # tickets sharing it share its cost
-        result = getattr(self, "ticket_result", None)
+        result = self._ticket_result()
         if result is not None:
             out.update(result.get("tests", {}).get(self._test_settings(), {}))
         reference = self._reference_step()
@@ -420,9 +415,6 @@ class IMPTrainer:
         position = state["position"]
         self.position, self.status = position["position"], position["status"]
         self.records = [EpochRecord.from_dict(r) for r in state["records"]]
-        for step in self.plan[:self.position]:
-            if step.phase == "ticket" or (step.phase == "dense" and self.config.prune.rounds == 0):
-                self.ticket_result = self.results[step.level.name]
         if self.done:
             return
         step, self.step_emitted = self.plan[self.position], position["step_emitted"]

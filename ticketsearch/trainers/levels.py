@@ -66,33 +66,35 @@ class LevelStore:
     def _dir(self, level: Level) -> Path:
         return self.root / level.name
 
-    # ---------------------------------------------------------------- results
-    def result(self, level: Level) -> dict[str, Any] | None:
-        if self.root is None:
-            return self._memory.get(f"result/{level.name}")
-        path = self._dir(level) / "result.pt"
+    @property
+    def shared(self) -> bool:
+        """Whether levels outlive this process (on disk). A store in memory keeps results only: an
+        unfinished level's progress is the trial's own state, which its checkpoint already carries."""
+        return self.root is not None
+
+    def _read(self, level: Level, name: str) -> dict[str, Any] | None:
+        if not self.shared:
+            return self._memory.get(level.name) if name == "result.pt" else None
+        path = self._dir(level) / name
         return _strip(load_state(path)) if path.is_file() else None
 
+    # ---------------------------------------------------------------- results
+    def result(self, level: Level) -> dict[str, Any] | None:
+        return self._read(level, "result.pt")
+
     def save_result(self, level: Level, result: dict[str, Any]) -> None:
-        if self.root is None:
-            self._memory[f"result/{level.name}"] = result
-            self._memory.pop(f"progress/{level.name}", None)
+        if not self.shared:
+            self._memory[level.name] = result
             return
-        directory = self._dir(level)
-        save_state(result, directory / "result.pt")
-        (directory / "progress.pt").unlink(missing_ok=True)
+        save_state(result, self._dir(level) / "result.pt")
+        (self._dir(level) / "progress.pt").unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- progress (under the level's lock)
     def progress(self, level: Level) -> dict[str, Any] | None:
-        if self.root is None:
-            return self._memory.get(f"progress/{level.name}")
-        path = self._dir(level) / "progress.pt"
-        return _strip(load_state(path)) if path.is_file() else None
+        return self._read(level, "progress.pt")
 
     def save_progress(self, level: Level, state: dict[str, Any]) -> None:
-        if self.root is None:
-            self._memory[f"progress/{level.name}"] = state
-        else:
+        if self.shared:
             save_state(state, self._dir(level) / "progress.pt")
 
     # ---------------------------------------------------------------- locks
@@ -105,7 +107,7 @@ class LevelStore:
         self._acquire(level, timeout=-1)
 
     def _acquire(self, level: Level, timeout: float) -> bool:
-        if self.root is None or level.name in self._locks:
+        if not self.shared or level.name in self._locks:
             return True
         directory = self._dir(level)
         directory.mkdir(parents=True, exist_ok=True)

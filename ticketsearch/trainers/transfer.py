@@ -222,7 +222,8 @@ class TransferTrainer:
         dense = TransferTrainer(self.config, self.data, device=self.device, dense=True, state=progress,
                                 pretrained=self._pretrained_weights())
         for _ in dense:
-            save_progress(dense.state_dict())
+            if self.store.shared:  # only a store on disk outlives this trial
+                save_progress(dense.state_dict())
         results = dense.results if dense.status == "completed" else {
             phase.short: dict.fromkeys(METRICS, NAN) for phase in dense.phases}
         return {"results": results, "status": dense.status, "records": [r.as_dict() for r in dense.records]}
