@@ -52,7 +52,7 @@ class TrainerKind:
 
 
 TRAINERS: Registry[TrainerKind] = Registry("trainer")
-TRAINERS.register("imp")(TrainerKind(IMPTrainer, imp.planned_epochs, imp.ticket_epochs))
+TRAINERS.register("imp")(TrainerKind(IMPTrainer, imp.planned_epochs, imp.ticket_epochs, imp.summary_defaults))
 TRAINERS.register("transfer")(TrainerKind(TransferTrainer, transfer.planned_epochs, transfer.planned_epochs,
                                           transfer.summary_defaults, transfer.check))
 

@@ -97,6 +97,17 @@ def planned_epochs(config: TrialConfig) -> int:
     return sum(step.recipe.epochs - step.recipe.first_epoch for step in plan_levels(config))
 
 
+def find_level(config: TrialConfig) -> str:
+    """The level the ticket is pruned from (its finding path's last round): trials sharing it share its cost."""
+    return plan_levels(config)[-1].level.parents[0].name if config.prune.rounds > 0 else ""
+
+
+def summary_defaults(config: TrialConfig) -> dict[str, Any]:
+    """Known from the config before the trial trains: `find_level`, so that a trial stopped early still
+    counts among those sharing its finding round (`speedup_amortized`)."""
+    return {"find_level": find_level(config)}
+
+
 def ticket_epochs(config: TrialConfig) -> int:
     final = plan_levels(config)[-1].recipe  # the ticket's round (the dense network itself with no round)
     return final.epochs - final.first_epoch
@@ -360,8 +371,7 @@ class IMPTrainer:
         finding = by_phase["dense"] + by_phase["find"] if by_phase["ticket"] else []
         out = {"status": self.status, **path_summary(self.records),
                **convergence(ticket, self._reference_records(), finding, self.config.reference.target)}
-        if self.config.prune.rounds > 0:
-            out["find_level"] = self.plan[-1].level.parents[0].name  # tickets sharing it share its cost
+        out["find_level"] = find_level(self.config)
         result = self._ticket_result()
         if result is not None:
             out.update(result.get("tests", {}).get(self._test_settings(), {}))
