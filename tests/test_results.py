@@ -85,3 +85,20 @@ def test_tensorboard_matches_parquet_with_one_hparams_run_per_trial(finished_sea
         assert [e.step for e in scalars] == list(group["global_epoch"])
         assert [e.value for e in scalars] == pytest.approx(list(group["val_robust_acc"]), abs=1e-6)
         assert [p.name for p in run.iterdir() if p.is_dir()] == ["hparams"]
+
+
+def test_leaderboard_ranks_finished_trials_before_those_stopped_early(tmp_path):
+    # convergence_gap, a mean lead over the epochs so far, is largest early on: a ticket ASHA stopped at
+    # epoch 3 shows a larger value than any finished ticket without being better.
+    from ticketsearch.results.leaderboard import leaderboard
+    from ticketsearch.results.store import SearchResults
+
+    trials = pd.DataFrame([
+        {"trial_id": "stopped", "status": "early-stopped", "objective": 0.127, "final_sparsity": 0.6},
+        {"trial_id": "second", "status": "completed", "objective": 0.050, "final_sparsity": 0.8},
+        {"trial_id": "best", "status": "completed", "objective": 0.089, "final_sparsity": 0.4},
+    ])
+    results = SearchResults(out=tmp_path, epochs=pd.DataFrame(), trials=trials,
+                            search={"space": {}, "spec": {"objective": {"metric": "convergence_gap", "mode": "max"}}})
+    assert list(leaderboard(results)["trial_id"]) == ["best", "second", "stopped"]
+    assert list(leaderboard(results, sort="final_sparsity")["trial_id"]) == ["second", "stopped", "best"]

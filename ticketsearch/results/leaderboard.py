@@ -19,6 +19,15 @@ METRIC_COLUMNS = ("epochs_trained", "final_sparsity", "final_val_clean_acc", "fi
                   "speedup_amortized")
 
 
+def completed_first(trials: pd.DataFrame) -> pd.DataFrame:
+    """`trials`, in their order, with the completed ones moved first. A trial stopped early reports a
+    per-epoch objective from an earlier epoch than a finished trial's, so the two do not rank against
+    each other (`convergence_gap`, a mean lead over the epochs so far, is largest early on)."""
+    if "status" not in trials:
+        return trials
+    return trials.sort_values("status", key=lambda status: status != "completed", kind="stable")
+
+
 def leaderboard(results: SearchResults, *, top: int | None = None, sort: str | None = None,
                 aggregate: bool | None = None) -> pd.DataFrame:
     """Trials best first; `aggregate` (default: when seeds vary) gives the mean-and-std view by config."""
@@ -43,6 +52,8 @@ def leaderboard(results: SearchResults, *, top: int | None = None, sort: str | N
         raise UserError(f"--sort: no column {sort!r}; choose one of {', '.join(c for c in columns if c not in ('trial_id', 'status'))}")
     ascending = mode == "min" if sort == "objective" else False
     ranked = trials.sort_values(sort, ascending=ascending, na_position="last")
+    if sort == "objective":
+        ranked = completed_first(ranked)
     if "pareto" in ranked:
         ranked = ranked.sort_values("pareto", ascending=False, kind="stable")
     ranked = ranked[columns]

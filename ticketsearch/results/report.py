@@ -1,7 +1,7 @@
 """A Markdown report with plots of a search's results: `write_report(out)` -> `OUT/report/report.md`.
 
 The report answers the questions of the boosting-ticket study (Li et al. 2020, arXiv 2003.05733):
-which trials won, how fast their tickets converge against the dense network trained the same way,
+which trials won, how fast their tickets converge against the dense reference,
 how sparsity trades against robustness, where in the searched space the good trials lie, and whether
 a ticket pays for the cost of finding it. It reads what `ticketsearch.results.store.load` reads, so
 it works on a finished search, on one still running and on the output of `ticketsearch train`.
@@ -28,6 +28,7 @@ from ticketsearch.errors import UserError
 from ticketsearch.results.boosting import boosting_section, plot_curves_by_sparsity, plot_speedup_across_space
 from ticketsearch.results.certified import certified_section
 from ticketsearch.results.double_win import double_win_section
+from ticketsearch.results.leaderboard import completed_first
 from ticketsearch.results.pareto import pareto_section
 from ticketsearch.results.repeats import repeats_section
 from ticketsearch.results.store import SearchResults, load
@@ -165,10 +166,11 @@ def _first(frame: pd.DataFrame, column: str) -> Any:
 
 
 def _ranked(trials: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """Trials with an objective, best first (ties broken by trial id, so the order is reproducible)."""
+    """Trials with an objective, best first, completed ones before the rest (ties broken by trial id,
+    so the order is reproducible)."""
     scored = trials.assign(objective=_col(trials, "objective"))
     scored = scored[scored["objective"].notna()].sort_values("trial_id")
-    return scored.sort_values("objective", ascending=mode == "min", kind="stable").reset_index(drop=True)
+    return completed_first(scored.sort_values("objective", ascending=mode == "min", kind="stable")).reset_index(drop=True)
 
 
 def _scale(metric: str) -> tuple[float, str]:
@@ -324,9 +326,10 @@ def _plot_curves(path: Path, epochs: pd.DataFrame, ranked: pd.DataFrame, top: in
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), title="solid: ticket, dashed: dense",
               title_fontsize=9)
     _save(figure, path)
-    reference = ("the dense network (dashed, same colour; trained the same way, or, where the legend names "
-                 "another regime, the dense round that found the ticket)" if other_regime
-                 else "the dense network trained the same way (dashed, same colour)")
+    reference = ("the dense reference (dashed, same colour; or, where the legend names another regime, the "
+                 "dense round that found the ticket)" if other_regime
+                 else "the dense reference (dashed, same colour: the dense network under the same attack, at "
+                      "the spec's `reference` settings)")
     return (f"Validation robust accuracy per epoch of the {_n(len(best), 'best ticket')} by objective (solid, trained "
             f"under {' / '.join(sorted(regimes))}) and of {reference}."), None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,10 @@ from ticketsearch.spec import Spec
 from ticketsearch.records import RECORD_FIELDS, EpochRecord, objective_columns
 from ticketsearch.trainers import summary_defaults
 
+# trials.parquet is rewritten whole; while trials run, at most this often (s). A trial's end, an error and
+# the search's end write it at once, and a resumed search rebuilds running rows from the epochs.
+TRIALS_WRITE_INTERVAL_S = 1.0
+
 
 class ResultsCallback(tune.Callback):
     def __init__(self, out: str | Path, spec: Spec):
@@ -37,6 +42,7 @@ class ResultsCallback(tune.Callback):
         self.epochs: dict[str, dict[int, tuple[EpochRecord, str, str]]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
         self.writers: dict[str, TrialWriter] = {}
+        self._trials_written_at = -math.inf  # time.monotonic() of the last write of trials.parquet
         self._load_existing()
 
     def _load_existing(self) -> None:
@@ -66,7 +72,8 @@ class ResultsCallback(tune.Callback):
                 self._writer(trial.trial_id).add_record(dense_record, prefix="dense/")
         row = self._row(trial, result)
         row["status"] = "running" if result.get("status") == "running" else result["status"]
-        self._save_trials()
+        if time.monotonic() - self._trials_written_at >= TRIALS_WRITE_INTERVAL_S:
+            self._save_trials()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
@@ -157,6 +164,7 @@ class ResultsCallback(tune.Callback):
     def _save_trials(self) -> None:
         if self.trials:
             write_trials(self.out / TRIALS, self.trials.values())
+            self._trials_written_at = time.monotonic()
 
     def _writer(self, trial_id: str) -> TrialWriter:
         if trial_id not in self.writers:

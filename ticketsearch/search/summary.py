@@ -13,6 +13,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ticketsearch.results.boosting import boosting_lines
+from ticketsearch.results.leaderboard import completed_first
 from ticketsearch.spec import Spec
 
 
@@ -22,13 +23,10 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = 
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     echo(f"search {spec.name}: {len(trials)} trials (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
     ranked = trials[trials["objective"].notna()] if len(trials) else trials
-    if len(ranked) and (ranked["status"] == "completed").any():
-        # A per-epoch objective of a trial stopped early was measured at an earlier epoch than a finished
-        # trial's: the best is the best finished trial.
-        ranked = ranked[ranked["status"] == "completed"]
     best: dict[str, Any] = {}
     if len(ranked):
-        best = ranked.sort_values("objective", ascending=objective.mode == "min").iloc[0].to_dict()
+        # The best finished trial, as the leaderboard ranks them (results.leaderboard.completed_first).
+        best = completed_first(ranked.sort_values("objective", ascending=objective.mode == "min")).iloc[0].to_dict()
         values = ", ".join(f"{p}={best.get('config.' + p)!r}" for p in spec.space)
         echo(f"best trial {best['trial_id']} ({best['status']}): {objective.metric} {best['objective']:.4f}; {values}")
         shown = [("final_sparsity", "sparsity"), ("final_val_clean_acc", "val clean"),

@@ -2,8 +2,8 @@
 
 Every epoch it reports the epoch record (plus the trial's status and objective) with a checkpoint of
 the trial state, so a restarted trial (lost node, retried failure, resumed search) continues from its
-last finished epoch; the level it was training keeps its own progress under `levels_dir`. The
-trainer itself knows nothing of Ray.
+last finished epoch; the level it was training keeps its own progress under `levels_dir`. Epochs of
+levels other trials trained are reported without one. The trainer itself knows nothing of Ray.
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
                 metrics[DENSE_RECORDS] = json.dumps([r.as_dict() for r in trainer.dense_records])
         summary = trainer.summary() if trainer.done else None
         metrics.update({key: objective_value(metric, trainer.records, summary) for key, metric, _ in objectives})
+        if record.reused and not trainer.done:
+            # An epoch of a level another trial trained changes no state worth saving: a trial restarted
+            # from its last checkpoint reads the level again and reports the same records.
+            tune.report(metrics)
+            continue
         with tempfile.TemporaryDirectory() as directory:
             save_state(trainer.state_dict(), Path(directory) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
