@@ -36,9 +36,13 @@ def one_search(spec_path: str, scheduler: dict, out: Path, extra: dict) -> dict:
     wall = time.perf_counter() - start
     epochs = pd.read_parquet(out / "epochs")
     trials = pd.read_parquet(out / "trials.parquet")
-    tickets = epochs[epochs["phase"] == "ticket"].groupby("trial_id").tail(1)
     concurrency = spec.default_trial.search.max_concurrent
     completed = trials[trials["status"] == "completed"]
+    tickets = epochs[(epochs["phase"] == "ticket") & epochs["trial_id"].isin(completed["trial_id"])]
+    tickets = tickets.sort_values("epoch").groupby("trial_id").tail(1)
+    # A level another trial trained is reported by every trial that uses it, with its seconds: count
+    # each epoch where it was trained.
+    trained = epochs[~epochs["reused"].astype(bool)]
     mode = spec.default_trial.objective.mode
     best = completed.sort_values("objective", ascending=mode == "min").iloc[0] if len(completed) else None
     return {
@@ -52,8 +56,8 @@ def one_search(spec_path: str, scheduler: dict, out: Path, extra: dict) -> dict:
         "configs": sorted(map(tuple, trials[[c for c in trials.columns if c.startswith("config.") and
                                             c[7:] in spec.space]].round(6).values.tolist())),
         "wall_seconds": round(wall, 1),
-        "share_in_training": round(epochs["epoch_seconds"].sum() / (wall * concurrency), 3),
-        "share_in_epochs_with_eval": round((epochs["epoch_seconds"] + epochs["eval_seconds"]).sum() / (wall * concurrency), 3),
+        "share_in_training": round(trained["epoch_seconds"].sum() / (wall * concurrency), 3),
+        "share_in_epochs_with_eval": round((trained["epoch_seconds"] + trained["eval_seconds"]).sum() / (wall * concurrency), 3),
     }
 
 
