@@ -102,7 +102,8 @@ def best_trial(trials: list[dict], indices: list[int], mode: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("outs", nargs="+", type=Path, help="output folders of finished FIFO searches")
+    parser.add_argument("outs", nargs="+", type=Path,
+                        help="output folders of finished FIFO searches (run with the default storage, <out>/ray)")
     parser.add_argument("--ladders", default="2/3,2/4,1/3,1/4", help="grace/reduction-factor pairs, comma-separated")
     parser.add_argument("--trials", default="16", help="numbers of trials (the first n of each search), comma-separated")
     parser.add_argument("--mode", default="max", choices=["max", "min"], help="the objective's mode")
@@ -116,6 +117,8 @@ def main() -> None:
     rows = []
     for out in args.outs:
         everything = load_trials(out)
+        if not everything:
+            raise SystemExit(f"{out}: no trial results under {out / 'ray'}; pass the --out of a finished FIFO search")
         for n in (int(n) for n in args.trials.split(",")):
             trials = everything[:n]
             if len(trials) < n:
