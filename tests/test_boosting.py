@@ -120,3 +120,17 @@ def test_a_two_objective_search_lists_its_pareto_front(tmp_path, capsys):
     assert "## Pareto front" in (out / "report" / "report.md").read_text()
     spec_text = yaml.safe_load(path.read_text())
     assert isinstance(spec_text["objective"], list)
+
+
+def test_the_boosting_summary_says_how_the_reference_trained():
+    # A speed-up is only as meaningful as the dense network it is measured against.
+    from ticketsearch.results.boosting import boosting_lines
+
+    row = {"trial_id": "t", "status": "completed", "target_robust_acc": 0.8, "reached_target": True,
+           "final_sparsity": 0.5, "ticket_epochs_to_target": 11.0, "dense_epochs_to_target": 20.0,
+           "epoch_speedup": 20 / 11, "speedup": 1.25, "time_saved": 0.2, "speedup_amortized": 1.25,
+           "config.train.lr": 0.15, "config.train.epochs": 20}
+    fixed = pd.DataFrame([{**row, "config.reference.lr": 0.05, "config.reference.epochs": ""}])
+    assert "reference at lr 0.05, 20 epochs" in boosting_lines(fixed)[0]
+    own = pd.DataFrame([{**row, "config.reference.lr": "", "config.reference.epochs": 30}])
+    assert "reference at each ticket's own lr, 30 epochs" in boosting_lines(own)[0]

@@ -27,7 +27,7 @@ def boosting_lines(trials: pd.DataFrame) -> list[str]:
     targets = finished["target_robust_acc"]
     target = f"{targets.iloc[0]:.1%}" if targets.nunique() == 1 else f"{targets.min():.1%}-{targets.max():.1%}"
     lines = [f"boosting: {len(reached)} of {len(finished)} finished tickets reached the dense reference's "
-             f"validation robust accuracy ({target})"]
+             f"validation robust accuracy ({target}{_reference_settings(finished)})"]
     if not len(reached):
         return lines
     best = reached.sort_values(["epoch_speedup", "speedup"], ascending=False).iloc[0]
@@ -36,6 +36,24 @@ def boosting_lines(trials: pd.DataFrame) -> list[str]:
         f"{best['ticket_epochs_to_target']:g} epochs, the reference in {best['dense_epochs_to_target']:g} "
         f"({best['epoch_speedup']:.2f}x fewer); in example-passes with finding: {_speedup(best)}")
     return lines
+
+
+def _reference_settings(trials: pd.DataFrame) -> str:
+    """How the reference trained, from the trials' config columns: "; reference at lr 0.05, 20 epochs".
+    A speed-up means little without it: a dense network at a poor learning rate is easy to beat."""
+    def numbers(column: str) -> pd.Series:  # an unset field is stored as "" (trials_table.write_trials)
+        return pd.to_numeric(trials[column], errors="coerce") if column in trials else pd.Series(np.nan, index=trials.index)
+
+    def values(field: str) -> pd.Series:
+        return numbers(f"config.reference.{field}").fillna(numbers(f"config.train.{field}"))
+    parts = []
+    for field, unit in (("lr", "lr {}"), ("epochs", "{} epochs")):
+        column = values(field).dropna()
+        if field == "lr" and "config.reference.lr" in trials and numbers("config.reference.lr").isna().any():
+            parts.append("each ticket's own lr")  # no fixed reference.lr: the reference follows train.lr
+        elif len(column):
+            parts.append(unit.format("/".join(f"{v:g}" for v in sorted(set(column)))))
+    return "; reference at " + ", ".join(parts) if parts else ""
 
 
 def _speedup(row: dict[str, Any] | pd.Series) -> str:
