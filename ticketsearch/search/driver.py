@@ -95,11 +95,12 @@ def run_search(
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
         else:
             searcher = make_searcher(spec)
+            metric, mode = tune_objective(spec)
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(spec),
                 tune_config=tune.TuneConfig(
-                    metric=tune_objective(spec)[0], mode=tune_objective(spec)[1],
+                    metric=metric, mode=mode,
                     search_alg=searcher, scheduler=make_scheduler(spec),
                     num_samples=config.search.num_samples,
                     max_concurrent_trials=config.search.max_concurrent if isinstance(searcher, Searcher) else None,

@@ -56,11 +56,11 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
     for record in trainer:
         metrics = {**record.as_dict(), "status": trainer.status, "config_hash": config.content_hash(),
                    "node_id": node_id, TICKET_EPOCH: trainer.ticket_epoch}
-        if trainer.done:
-            metrics.update({f"summary/{k}": v for k, v in trainer.summary().items()})
+        summary = trainer.summary() if trainer.done else None
+        if summary is not None:
+            metrics.update({f"summary/{k}": v for k, v in summary.items()})
             if trainer.dense_records:
                 metrics[DENSE_RECORDS] = json.dumps([r.as_dict() for r in trainer.dense_records])
-        summary = trainer.summary() if trainer.done else None
         metrics.update({key: objective_value(metric, trainer.records, summary) for key, metric, _ in objectives})
         if record.reused and not trainer.done:
             # An epoch of a level another trial trained changes no state worth saving: a trial restarted

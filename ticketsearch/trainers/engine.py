@@ -226,14 +226,14 @@ class LevelRun:
 
     def train_to_end(self, progress: dict[str, Any] | None, save_progress, *, what: str) -> list[EpochRecord]:
         """Train the whole level (a level no trial emits epoch by epoch: pre-training, IMP on a source
-        task), from `progress` when it was interrupted, calling `save_progress(state)` after each epoch."""
+        task), from `progress` when it was interrupted, calling `save_progress(self.state_dict)` after each epoch."""
         if progress is not None:
             self.load_state_dict(progress)
         while not self.done:
             record = self.run_epoch()
             if self.status == "diverged":
                 raise UserError(f"{what} diverged (loss {record.train_loss}) in epoch {record.epoch}; lower its lr")
-            save_progress(self.state_dict())
+            save_progress(self.state_dict)
         return self.records
 
     # ---------------------------------------------------------------- state

@@ -219,8 +219,8 @@ class IMPTrainer:
     def _after_epoch(self, step: Step, run: LevelRun) -> None:
         if step.level.kind == "dense" and run.epoch == self.config.prune.rewind and step.phase == "dense":
             self.rewind_state = snapshot(self.model)  # late rewinding (Frankle et al. 2020): epoch k of round 0
-        if self.store.shared and not run.done:  # only a store on disk outlives this trial
-            self.store.save_progress(step.level, {**run.state_dict(), "rewind": self.rewind_state})
+        if not run.done:
+            self.store.save_progress(step.level, lambda: {**run.state_dict(), "rewind": self.rewind_state})
 
     def _save(self, step: Step, run: LevelRun) -> None:
         rewinds = step.phase == "dense" and self.config.prune.rewind > 0

@@ -53,6 +53,9 @@ class Level:
         return int(self.digest[:8], 16)
 
 
+# What a level's computation calls after each epoch with a function that returns its state.
+SaveProgress = Callable[[Callable[[], dict[str, Any]]], None]
+
 class LevelStore:
     """Finished levels and the progress of unfinished ones, on disk (shared) or in memory (private)."""
 
@@ -93,9 +96,11 @@ class LevelStore:
     def progress(self, level: Level) -> dict[str, Any] | None:
         return self._read(level, "progress.pt")
 
-    def save_progress(self, level: Level, state: dict[str, Any]) -> None:
+    def save_progress(self, level: Level, state: Callable[[], dict[str, Any]]) -> None:
+        """Keep `state()` as the level's progress. Built only by a store on disk: in memory the trial's
+        own checkpoint already carries an unfinished level, so no state is copied per epoch."""
         if self.shared:
-            save_state(state, self._dir(level) / "progress.pt")
+            save_state(state(), self._dir(level) / "progress.pt")
 
     # ---------------------------------------------------------------- locks
     def try_claim(self, level: Level) -> bool:
@@ -137,13 +142,13 @@ class LevelStore:
 
 
 def train_level(store: LevelStore, level: Level,
-                compute: Callable[[dict[str, Any] | None, Callable[[dict[str, Any]], None]], dict[str, Any]]
+                compute: Callable[[dict[str, Any] | None, SaveProgress], dict[str, Any]]
                 ) -> tuple[dict[str, Any], bool]:
     """(the level's result, whether another trial trained it), training it here if nobody has.
 
     `compute(progress, save_progress)` trains the level to its end, from `progress` (the state it
     saved after its last finished epoch, None at the start) and calling `save_progress(state)` after
-    every epoch, and returns the result. Trials that need the level meanwhile wait for it.
+    every epoch (`state`: a function that returns it, `LevelStore.save_progress`), and returns the result. Trials that need the level meanwhile wait for it.
     """
     result = store.result(level)
     if result is not None:

@@ -27,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,7 +51,7 @@ from ticketsearch.errors import UserError
 from ticketsearch.spec import AttackConfig, TrialConfig
 from ticketsearch.trainers.engine import load_task
 from ticketsearch.trainers.engine import LevelRun, Recipe, evaluate_test_split, snapshot, stamp
-from ticketsearch.trainers.levels import Level, LevelStore, train_level
+from ticketsearch.trainers.levels import Level, LevelStore, SaveProgress, train_level
 from ticketsearch.records import NAN, EpochRecord, path_summary
 
 NATURAL = AttackConfig(kind="natural")
@@ -218,12 +218,11 @@ class TransferTrainer:
         self.provenance["dense_reused"] = reused
         _count(self.level_cost, value["records"], reused)
 
-    def _run_dense(self, progress: dict[str, Any] | None, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    def _run_dense(self, progress: dict[str, Any] | None, save_progress: SaveProgress) -> dict[str, Any]:
         dense = TransferTrainer(self.config, self.data, device=self.device, dense=True, state=progress,
                                 pretrained=self._pretrained_weights())
         for _ in dense:
-            if self.store.shared:  # only a store on disk outlives this trial
-                save_progress(dense.state_dict())
+            save_progress(dense.state_dict)
         results = dense.results if dense.status == "completed" else {
             phase.short: dict.fromkeys(METRICS, NAN) for phase in dense.phases}
         return {"results": results, "status": dense.status, "records": [r.as_dict() for r in dense.records]}
@@ -330,7 +329,7 @@ class TransferTrainer:
 
     def _imp_round(self, source: DataBundle, model: ImageClassifier, weights: dict[str, nn.Parameter],
                    pretrained: dict[str, Tensor], before: dict[str, Tensor] | None, round_: int,
-                   progress: dict[str, Any] | None, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+                   progress: dict[str, Any] | None, save_progress: SaveProgress) -> dict[str, Any]:
         """One IMP round: rewind to the pre-trained weights under the mask `before`, train, prune. Its
         random stream is seeded by the round alone: the level is shared, so it must not depend on who
         trains it or on which earlier rounds were reused."""
@@ -398,7 +397,7 @@ class TransferTrainer:
                 "model": c.model.model_dump(mode="json"), "eval": c.attack.eval.model_dump(mode="json"),
                 "eval_examples": c.train.eval_examples}
 
-    def _pretrain(self, progress: dict[str, Any] | None, save_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    def _pretrain(self, progress: dict[str, Any] | None, save_progress: SaveProgress) -> dict[str, Any]:
         """Train the network from scratch on the source task (seeded by pretrain.seed)."""
         config, pretrain = self.config, self.config.transfer.pretrained.pretrain
         source = load_task(config.transfer.source).to(self.device)
