@@ -10,15 +10,16 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 from ticketsearch.core.attacks import build_attack
-from ticketsearch.core.certify import (
-    METHODS,
-    certified_accuracy,
+from ticketsearch.core.certified_training import (
     certified_training_loss,
-    margin_lower_bounds,
-    margin_matrix,
     ramp,
+    recording_batch_statistics,
     schedule,
+    smoothed,
 )
+from ticketsearch.core.certify import METHODS, certified_accuracy, input_box, margin_lower_bounds, margin_matrix
+from ticketsearch.core.interval_bounds import batch_norm_statistics, interval_bounds, leaf_layers
+from ticketsearch.core.linear_bounds import _forward_boxes
 from ticketsearch.core.data import prepare_data
 from ticketsearch.core.models import MODELS, create_model
 from ticketsearch.core.pruning import Mask, MaskApplier, magnitude_prune, prunable_weights
@@ -259,7 +260,7 @@ def test_training_loss_mixes_and_is_differentiable(digits):
     torch.testing.assert_close(clean, F.cross_entropy(model(x[:32]), y[:32]))
     for method in ("ibp", "crown-ibp"):
         mix = schedule(15, eps=0.1, warmup=10, ramp_steps=10, method=method)
-        assert mix.eps == pytest.approx(0.05) and mix.kappa == pytest.approx(0.75 if method == "ibp" else 0.5)
+        assert mix.eps == pytest.approx(0.1 * smoothed(0.5)) and mix.kappa == pytest.approx(0.75 if method == "ibp" else 0.5)
         assert mix.beta == pytest.approx(0 if method == "ibp" else 0.5)
         model.zero_grad()
         loss = certified_training_loss(model, x[:32], y[:32], mix)
@@ -273,20 +274,62 @@ def test_ramp():
     assert ramp(3, 3, 0, 0.0, 1.0) == 1.0
 
 
-# --------------------------------------------------------------------------------------------- errors
+def test_smoothed_eps_ramp_starts_slowly_and_ends_linearly_at_one():
+    values = [smoothed(t / 100) for t in range(101)]
+    assert values[0] == 0 and values[-1] == pytest.approx(1.0)
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert smoothed(0.1) < 0.1 / 10  # polynomial start: small eps grows slowly
+    slopes = [b - a for a, b in zip(values[30:], values[31:])]  # linear after the midpoint 0.25
+    assert max(slopes) == pytest.approx(min(slopes), rel=1e-6)
+    assert schedule(100, eps=0.1, warmup=10, ramp_steps=50).eps == pytest.approx(0.1)  # it ends at eps
 
 
-def test_unsupported_layers_are_refused_in_one_line():
-    x, y = torch.rand(2, 1, 8, 8), torch.tensor([1, 2])
-    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10))
-    for method in METHODS:
-        with pytest.raises(UserError, match=r"^certify: no bound rule for layer 2 \(Tanh\); supported: ") as info:
-            margin_lower_bounds(net, x, y, 0.1, method)
-        assert "\n" not in str(info.value)
-    overlapping = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(3, stride=1), nn.Flatten(),
-                                nn.Linear(64, 10))  # fmt: skip
-    margin_lower_bounds(overlapping, x, y, 0.1, "ibp")
-    with pytest.raises(UserError, match=r"^certify: CROWN .* 2 is not one; method='ibp' supports it$"):
-        margin_lower_bounds(overlapping, x, y, 0.1, "crown")
-    with pytest.raises(UserError, match=r"certify.method: unknown method 'lp'; known: ibp, crown-ibp, crown"):
-        margin_lower_bounds(net, x, y, 0.1, "lp")
+def test_training_bounds_use_the_clean_batchs_batch_norm_statistics(digits):
+    # At eps 0 the bounds are exact, so they equal the margins of the network as the clean pass ran
+    # it: in training mode, with the batch's statistics, not the running ones.
+    x, y, *_, info = digits
+    model = build("cnn_7layer", info, width=0.125)
+    train(model, x[:256], y[:256], epochs=1)  # running statistics that differ from any one batch's
+    model.train()
+    with recording_batch_statistics(model) as statistics:
+        clean = model(x[:64])
+    assert len(statistics) == sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    labels = y[:64]
+    spec = margin_matrix(labels, 10)
+    exact = (spec @ clean.unsqueeze(-1)).squeeze(-1)
+    with batch_norm_statistics(statistics):
+        ibp = margin_lower_bounds(model, x[:64], labels, 0.0, "ibp")
+    torch.testing.assert_close(ibp, exact, atol=1e-4, rtol=1e-4)
+    model.eval()  # without them, the running statistics: the network as evaluated
+    with torch.no_grad():
+        evaluated = (spec @ model(x[:64]).unsqueeze(-1)).squeeze(-1)
+        assert (evaluated - exact).abs().max() > 1e-2  # the two modes do differ on this net
+        torch.testing.assert_close(margin_lower_bounds(model, x[:64], labels, 0.0, "ibp"), evaluated,
+                                   atol=1e-4, rtol=1e-4)
+    # The gradient of the robust loss reaches the statistics' inputs, as batch norm's own does.
+    model.train()
+    loss = certified_training_loss(model, x[:64], labels, schedule(1, eps=0.05, warmup=0, ramp_steps=1))
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_a_linear_layer_after_a_pool_is_bounded_as_one_affine_map(digits):
+    # cnn_7layer on 8x8 images upsamples its 4x4 map 16-fold before the hidden layer: bounding the
+    # hidden layer through the pool keeps the copies' correlation, so its bounds are much tighter than
+    # the pool's box pushed through the linear layer, and sound (no sampled point below them).
+    x, y, *_, info = digits
+    model = build("cnn_7layer", info, width=0.125).eval()
+    layers = leaf_layers(model)
+    hidden = next(i for i, (_, layer) in enumerate(layers) if isinstance(layer, nn.Linear))
+    assert isinstance(layers[hidden - 2][1], nn.AdaptiveAvgPool2d)
+    with torch.no_grad():
+        boxes = _forward_boxes(layers[: hidden + 1], input_box(x[:16], 0.05), crown_intermediate=False)
+        merged = boxes[-1]
+        naive = interval_bounds(layers[hidden][1], boxes[-2])
+        assert bool((merged[0] >= naive[0] - 1e-5).all() and (merged[1] <= naive[1] + 1e-5).all())
+        assert float((merged[1] - merged[0]).mean()) < 0.5 * float((naive[1] - naive[0]).mean())
+        prefix = nn.Sequential(*[layer for _, layer in layers[: hidden + 1]])
+        for _ in range(20):
+            point = (x[:16] + 0.05 * torch.rand_like(x[:16]).mul(2).sub(1)).clamp(0, 1)
+            value = prefix(point)
+            assert bool((value >= merged[0] - 1e-4).all() and (value <= merged[1] + 1e-4).all())

@@ -144,8 +144,23 @@ def convergence_gap(ticket: Sequence[EpochRecord], reference: Sequence[EpochReco
     return sum(gaps) / len(gaps)
 
 
+# A network whose final validation accuracy is at most chance (1 / classes) plus this margin has not
+# learned: 5 points is more than the sampling noise of a few hundred validation images (about +/-3
+# points at 200) above chance, and far below anything a trained network reaches on these tasks.
+COLLAPSE_MARGIN = 0.05
+
+
+def collapsed(records: Sequence[EpochRecord], chance: float, robust: bool = False) -> bool:
+    """Whether a round ended at chance: its last validation clean accuracy (and with `robust`, or its
+    last validation robust accuracy) at most `chance` + COLLAPSE_MARGIN. No round yet: False."""
+    if not records or not chance > 0:
+        return False
+    last, limit = records[-1], chance + COLLAPSE_MARGIN
+    return last.val_clean_acc <= limit or (robust and last.val_robust_acc <= limit)
+
+
 def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
-                finding: Sequence[EpochRecord], target: str = "final") -> dict[str, Any]:
+                finding: Sequence[EpochRecord], target: str = "final", chance: float = 0.0) -> dict[str, Any]:
     """The boosting-ticket measures (Li et al. 2020): the ticket's round against the dense reference.
 
     target_robust_acc: the reference's validation robust accuracy at its final epoch, or its best
@@ -158,9 +173,16 @@ def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
     ticket paid for its own search); speedup_seconds: the same in seconds; epoch_speedup: reference
     epochs over ticket epochs to the target, finding excluded; time_saved: 1 - 1/speedup, the share
     of the reference's training the ticket saves, finding included.
+
+    No verdict on a network that did not learn (`chance`: 1 / classes): a reference whose final clean
+    or robust accuracy is at chance (`collapsed`) sets no target, and a ticket whose final clean
+    accuracy is at chance reaches none; `collapsed` and `reference_collapsed` mark them and
+    `no_verdict` says why in words ("" when the measures were computed or the trial has not ended a
+    round yet).
     """
     out: dict[str, Any] = dict.fromkeys(CONVERGENCE_COLUMNS, NAN)
-    out["reached_target"] = False
+    out.update(reached_target=False, collapsed=collapsed(ticket, chance),
+               reference_collapsed=collapsed(reference, chance, robust=True), no_verdict="")
     if ticket:
         out["find_passes"] = sum(r.passes for r in finding)
         out["find_seconds"] = sum(r.epoch_seconds for r in finding)
@@ -171,6 +193,15 @@ def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
         out["reference_final_val_robust_acc"] = smoothed(reference)[-1]
         out["reference_best_val_robust_acc"] = max(smoothed(reference))
     if not ticket or not reference:
+        return out
+    if out["reference_collapsed"]:
+        last = reference[-1]
+        out["no_verdict"] = (f"the dense reference ended at chance (val clean {last.val_clean_acc:.1%}, robust "
+                             f"{last.val_robust_acc:.1%}; chance {chance:.1%}): it sets no target")
+        return out
+    if out["collapsed"]:
+        out["no_verdict"] = (f"the ticket ended at chance (val clean {ticket[-1].val_clean_acc:.1%}; chance "
+                             f"{chance:.1%}): it gets no time to target or speed-up")
         return out
     target = out[f"reference_{target}_val_robust_acc"]
     out["target_robust_acc"] = target
@@ -234,6 +265,7 @@ SUMMARY_DEFAULTS: dict[str, Any] = {
     **{k: (0.0 if k.endswith(("epochs", "seconds", "passes")) else v)
        for k, v in path_summary([]).items()},
     **dict.fromkeys(CONVERGENCE_COLUMNS, NAN), "reached_target": False, "find_level": "",
+    "collapsed": False, "reference_collapsed": False, "no_verdict": "",
     **dict.fromkeys(TEST_COLUMNS, NAN),
     **dict.fromkeys([f"reference_{c}" for c in TEST_COLUMNS], NAN),
     "certify_method": "", "certify_eps": NAN,

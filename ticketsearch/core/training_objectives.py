@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ticketsearch.core import certify
+from ticketsearch.core import certified_training
 from ticketsearch.core.attacks import Perturb, regime_of, training_examples
 from ticketsearch.registry import Registry
 
@@ -103,8 +103,8 @@ def certified(model: nn.Module, attack: Perturb, x: Tensor, y: Tensor, progress:
     current eps (clean accuracy during the warm-up)."""
     regime = regime_of(attack)
     assert regime is not None, "ibp and crown_ibp are built by build_attack with their regime"
-    mix = certify.schedule(progress, eps=regime.eps, warmup=regime.warmup_share, ramp_steps=regime.ramp_share,
-                           method=regime.kind.replace("_", "-"))
+    mix = certified_training.schedule(progress, eps=regime.eps, warmup=regime.warmup_share,
+                                      ramp_steps=regime.ramp_share, method=regime.kind.replace("_", "-"))
     model.train()
     # Bounds follow the module's own layers: under torch.compile, those of the module it wraps.
-    return certify.certified_training_terms(getattr(model, "_orig_mod", model), x, y, mix)
+    return certified_training.certified_training_terms(getattr(model, "_orig_mod", model), x, y, mix)

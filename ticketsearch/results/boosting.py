@@ -20,14 +20,17 @@ def boosting_lines(trials: pd.DataFrame) -> list[str]:
     example-passes with the finding cost included (and shared among the tickets that share it)."""
     if "reached_target" not in trials or not len(trials):
         return []
+    lines = _no_verdict_lines(trials)
     finished = trials[(trials["status"] == "completed") & trials["target_robust_acc"].notna()]
+    if "collapsed" in finished:
+        finished = finished[~finished["collapsed"].astype(bool)]
     if not len(finished):
-        return []
+        return lines
     reached = finished[finished["reached_target"].astype(bool)]
     targets = finished["target_robust_acc"]
     target = f"{targets.iloc[0]:.1%}" if targets.nunique() == 1 else f"{targets.min():.1%}-{targets.max():.1%}"
     lines = [f"boosting: {len(reached)} of {len(finished)} finished tickets reached the dense reference's "
-             f"validation robust accuracy ({target}{_reference_settings(finished)})"]
+             f"validation robust accuracy ({target}{_reference_settings(finished)})"] + lines
     if not len(reached):
         return lines
     best = reached.sort_values(["epoch_speedup", "speedup"], ascending=False).iloc[0]
@@ -35,6 +38,21 @@ def boosting_lines(trials: pd.DataFrame) -> list[str]:
         f"  fastest: {best['trial_id']} (sparsity {best['final_sparsity']:.0%}) reached it in "
         f"{best['ticket_epochs_to_target']:g} epochs, the reference in {best['dense_epochs_to_target']:g} "
         f"({best['epoch_speedup']:.2f}x fewer); in example-passes with finding: {_speedup(best)}")
+    return lines
+
+
+def _no_verdict_lines(trials: pd.DataFrame) -> list[str]:
+    """A line per reason a trial got no speed-up (its reference, or its ticket, ended at chance), with
+    how many trials it struck: a search that found nothing else should say that rather than nothing."""
+    if "no_verdict" not in trials:
+        return []
+    lines: list[str] = []
+    reference = trials["reference_collapsed"].astype(bool)
+    # A trial whose reference and ticket both died is counted once, under its reference.
+    for struck in (trials[reference], trials[trials["collapsed"].astype(bool) & ~reference]):
+        if len(struck):
+            example = f", e.g. {struck['trial_id'].iloc[0]}" if "trial_id" in struck else ""
+            lines.append(f"  no verdict on {len(struck)} trial(s){example}: {struck['no_verdict'].iloc[0]}")
     return lines
 
 

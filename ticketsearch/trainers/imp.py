@@ -34,7 +34,7 @@ from ticketsearch.spec import TrialConfig
 from ticketsearch.trainers.engine import load_task
 from ticketsearch.trainers.engine import LevelRun, Recipe, evaluate_test_split, evaluation_key, snapshot, stamp
 from ticketsearch.trainers.levels import Level, LevelStore
-from ticketsearch.records import EpochRecord, convergence, convergence_gap, path_summary
+from ticketsearch.records import NAN, EpochRecord, collapsed, convergence, convergence_gap, path_summary
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,10 @@ class IMPTrainer:
                        reused=record.reused)[0]
         if step.phase == "ticket":
             so_far = [r for r in self.records if r.phase == "ticket"] + [record]
-            record = replace(record, convergence_gap=convergence_gap(so_far, self._reference_records()))
+            reference = self._reference_records()
+            # A reference that ended at chance is no yardstick: no gap is measured against it.
+            gap = NAN if collapsed(reference, self.chance, robust=True) else convergence_gap(so_far, reference)
+            record = replace(record, convergence_gap=gap)
         self.records.append(record)
         self.step_emitted += 1
         if not self.pending and self.run is None:
@@ -370,7 +373,7 @@ class IMPTrainer:
         ticket = by_phase["ticket"] or (by_phase["dense"] if self.config.prune.rounds == 0 else [])
         finding = by_phase["dense"] + by_phase["find"] if by_phase["ticket"] else []
         out = {"status": self.status, **path_summary(self.records),
-               **convergence(ticket, self._reference_records(), finding, self.config.reference.target)}
+               **convergence(ticket, self._reference_records(), finding, self.config.reference.target, self.chance)}
         out["find_level"] = find_level(self.config)
         result = self._ticket_result()
         if result is not None:
@@ -379,6 +382,11 @@ class IMPTrainer:
         if reference is not None:
             out.update({f"reference_{k}": v for k, v in self._test_of(reference.level).items()})
         return out
+
+    @property
+    def chance(self) -> float:
+        """Validation accuracy of a network that answers one class everywhere, on balanced classes."""
+        return 1 / self.data.info.num_classes
 
     @property
     def ticket_epoch(self) -> int:
