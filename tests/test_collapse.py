@@ -75,7 +75,7 @@ def test_summary_lines_say_why_there_is_no_verdict():
     lines = boosting_lines(pd.DataFrame([live, dead]))
     assert lines[0].startswith("boosting: 1 of 1 finished tickets reached")
     assert any(line.startswith("  no verdict on 1 trial(s), e.g. t3: the ticket ended at chance") for line in lines)
-    assert any("fastest: t2" in line for line in lines)
+    assert any("fastest in the search (its own pick, on the images that ranked it): t2" in line for line in lines)
 
 
 def test_a_trial_whose_networks_stay_at_chance_reports_collapsed_and_no_speedup():

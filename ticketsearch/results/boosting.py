@@ -20,6 +20,8 @@ def boosting_lines(trials: pd.DataFrame) -> list[str]:
     example-passes with the finding cost included (and shared among the tickets that share it)."""
     if "reached_target" not in trials or not len(trials):
         return []
+    if "stage" in trials:  # confirmation trials speak for themselves (results/confirmation.py)
+        trials = trials[trials["stage"] != "confirm"]
     lines = _no_verdict_lines(trials)
     finished = trials[(trials["status"] == "completed") & trials["target_robust_acc"].notna()]
     if "collapsed" in finished:
@@ -35,7 +37,8 @@ def boosting_lines(trials: pd.DataFrame) -> list[str]:
         return lines
     best = reached.sort_values(["epoch_speedup", "speedup"], ascending=False).iloc[0]
     lines.append(
-        f"  fastest: {best['trial_id']} (sparsity {best['final_sparsity']:.0%}) reached it in "
+        f"  fastest in the search (its own pick, on the images that ranked it): {best['trial_id']} "
+        f"(sparsity {best['final_sparsity']:.0%}) reached it in "
         f"{best['ticket_epochs_to_target']:g} epochs, the reference in {best['dense_epochs_to_target']:g} "
         f"({best['epoch_speedup']:.2f}x fewer); in example-passes with finding: {_speedup(best)}")
     return lines

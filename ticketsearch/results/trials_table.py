@@ -22,9 +22,12 @@ from ticketsearch.results.parquet import flatten, write_table_atomic
 from ticketsearch.spec import TrialConfig
 
 
-def new_row(trial_id: str, config: TrialConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's row before its first epoch; `defaults`: its trainer's summary columns (trainers.summary_defaults)."""
+def new_row(trial_id: str, config: TrialConfig, defaults: Mapping[str, Any], stage: str = "search",
+            confirms: str = "") -> dict[str, Any]:
+    """A trial's row before its first epoch; `defaults`: its trainer's summary columns (trainers.summary_defaults);
+    `stage`: search, or confirm for a confirmation trial repeating trial `confirms` (search/confirm.py)."""
     return {"trial_id": trial_id, "status": "pending", "error": "", "ticket_dir": "", "node": "", "node_id": "",
+            "stage": stage, "confirms": confirms,
             "seed": config.train.seed, "config_hash": config.content_hash(),
             **{key: math.nan for key, _, _ in objective_columns(config.objective)},
             **defaults, **{f"config.{k}": v for k, v in flatten(config.to_dict()).items()}}

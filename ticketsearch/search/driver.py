@@ -14,10 +14,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
+
 from ticketsearch import __version__
 from ticketsearch.errors import UserError
-from ticketsearch.layout import LEVELS
+from ticketsearch.layout import LEVELS, TRIALS
 from ticketsearch.results.trials_table import search_totals
+from ticketsearch.search import confirm
 from ticketsearch.search.heartbeat import driver_record, write_json_atomic
 from ticketsearch.spec import Spec
 
@@ -73,24 +76,30 @@ def run_search(
             tune.with_parameters(run_trial, tree=dict(spec.tree), source=spec.source, levels_dir=_levels_dir(storage, out)),
             {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
         )
-        reporter = tune.CLIReporter(
-            parameter_columns=list(spec.space),
-            metric_columns={"global_epoch": "epoch", "phase": "phase", "ticket_epoch": "ticket epoch",
-                            "sparsity": "sparsity", "val_robust_acc": "val robust", OBJECTIVE: config.objective.metric},
-            max_report_frequency=10,
-        )
+        def reporter(parameters: list[str]):
+            return tune.CLIReporter(
+                parameter_columns=parameters,
+                metric_columns={"global_epoch": "epoch", "phase": "phase", "ticket_epoch": "ticket epoch",
+                                "sparsity": "sparsity", "val_robust_acc": "val robust",
+                                OBJECTIVE: config.objective.metric},
+                max_report_frequency=10,
+            )
         stopper = RepeatedErrorStopper(config.search.stop_after_same_errors)
-        run_config = tune.RunConfig(
-            name=EXPERIMENT,
-            storage_path=storage,
-            stop=stopper,
-            callbacks=[ResultsCallback(out, spec), CheckpointRetention(config.search.keep_checkpoints), stopper],
-            # Tune keeps every checkpoint; CheckpointRetention deletes them when no snapshot can name them.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            failure_config=tune.FailureConfig(max_failures=config.search.max_failures),
-            progress_reporter=reporter,
-            verbose=verbose,
-        )
+
+        def run_config(name: str, stopper: RepeatedErrorStopper):
+            return tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                stop=stopper,
+                callbacks=[ResultsCallback(out, spec, "search" if name == EXPERIMENT else "confirm"),
+                           CheckpointRetention(config.search.keep_checkpoints), stopper],
+                # Tune keeps every checkpoint; CheckpointRetention deletes them when no snapshot can name them.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                failure_config=tune.FailureConfig(max_failures=config.search.max_failures),
+                # A confirmation trial's config is not the space's paths (search/confirm.py).
+                progress_reporter=reporter(list(spec.space) if name == EXPERIMENT else []),
+                verbose=verbose,
+            )
         if resume:
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
         else:
@@ -107,10 +116,19 @@ def run_search(
                     reuse_actors=True,  # keeps torch, the data and its cache loaded between trials
                     trial_dirname_creator=lambda trial: trial.trial_id,
                 ),
-                run_config=run_config,
+                run_config=run_config(EXPERIMENT, stopper),
             )
         with Heartbeat(out / "search.json"):
             tuner.fit()
+            if not stopper.reason:
+                confirm_stopper = RepeatedErrorStopper(config.search.stop_after_same_errors)
+                confirmation = _confirmation_tuner(tune, spec, out, trainable, storage, resume,
+                                                   run_config(confirm.EXPERIMENT, confirm_stopper))
+                if confirmation is not None:
+                    echo(f"confirming the {config.search.confirm.top} best configurations with "
+                         f"{config.search.confirm.seeds} fresh seeds each")
+                    confirmation.fit()
+                    stopper = confirm_stopper
         _write_search_json(out, spec, started=started, ended=time.time(), resume=resume, storage=storage,
                            stopped=stopper.reason)
     finally:
@@ -118,6 +136,31 @@ def run_search(
     from ticketsearch.search.summary import summarise
 
     return summarise(out, spec, echo, stopped=stopper.reason)
+
+
+def _confirmation_tuner(tune, spec: Spec, out: Path, trainable, storage: str, resume: bool, run_config):
+    """The Tuner of the confirmation trials (search/confirm.py), or None when the spec asks for none or
+    no search trial completed. A resumed search continues a confirmation it had started."""
+    from ticketsearch.search.preflight import experiment_path
+
+    search = spec.default_trial.search
+    if search.confirm is None:
+        return None
+    experiment = experiment_path(storage, confirm.EXPERIMENT)
+    if resume and tune.Tuner.can_restore(experiment):
+        return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
+    trials = pd.read_parquet(out / TRIALS) if (out / TRIALS).is_file() else pd.DataFrame()
+    configs = confirm.confirmation_trials(spec, trials)
+    if not configs:
+        return None
+    return tune.Tuner(
+        trainable,
+        # Every confirmation trial runs to its end (no scheduler): its figures are the ones reported.
+        param_space={confirm.CONFIRM: tune.grid_search([c[confirm.CONFIRM] for c in configs])},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=search.max_concurrent, reuse_actors=True,
+                                    trial_dirname_creator=lambda trial: trial.trial_id),
+        run_config=run_config,
+    )
 
 
 def _check_out(out: Path, spec: Spec, resume: bool) -> None:

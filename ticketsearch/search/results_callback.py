@@ -22,6 +22,7 @@ from ticketsearch.core.checkpoint import load_state
 from ticketsearch.layout import TRIALS
 from ticketsearch.results.parquet import write_trial_epochs
 from ticketsearch.results.trials_table import follow, new_row, write_trials
+from ticketsearch.search.confirm import stage_of, trial_config
 from ticketsearch.search.trainable import DENSE_RECORDS, STATE_FILE
 from ticketsearch.results.tickets import write_ticket
 from ticketsearch.results.tensorboard import TrialWriter
@@ -35,9 +36,10 @@ TRIALS_WRITE_INTERVAL_S = 1.0
 
 
 class ResultsCallback(tune.Callback):
-    def __init__(self, out: str | Path, spec: Spec):
+    def __init__(self, out: str | Path, spec: Spec, stage: str = "search"):
         self.out = Path(out)
         self.spec = spec
+        self.stage = stage  # the experiment's stage (search/confirm.py): only its own trials can be lost
         # trial -> global epoch -> (record, node IP, Ray node id)
         self.epochs: dict[str, dict[int, tuple[EpochRecord, str, str]]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
@@ -108,8 +110,10 @@ class ResultsCallback(tune.Callback):
         ever or as a config counted twice. They move to `superseded/` (epochs, dense epochs and TensorBoard runs), not
         deleted; a kept ticket of theirs is dropped.
         """
-        # A driver killed between writing a trial's epochs and its row leaves epochs with no row.
-        for trial_id in sorted((set(self.trials) | set(self.epochs)) - known):
+        # A driver killed between writing a trial's epochs and its row leaves epochs with no row. The
+        # trials of the other stage (the search's, seen from its confirmation) are not this experiment's.
+        mine = {t for t, row in self.trials.items() if row.get("stage", "search") == self.stage}
+        for trial_id in sorted((mine | (set(self.epochs) - set(self.trials))) - known):
             row = self.trials.pop(trial_id, {})
             self.epochs.pop(trial_id, None)
             for kind, name in (("epochs", f"{trial_id}.parquet"), ("dense_epochs", f"{trial_id}.parquet"),
@@ -138,7 +142,7 @@ class ResultsCallback(tune.Callback):
         if not state.get("ticket"):
             return  # stopped before its ticket finished
         row["ticket_dir"] = str(write_ticket(self.out / "tickets" / trial.trial_id, state,
-                                             self.spec.trial(trial.config), row))
+                                             trial_config(self.spec, trial.config), row))
         for dropped in ranked[keep:]:
             if dropped.get("ticket_dir"):
                 shutil.rmtree(dropped["ticket_dir"], ignore_errors=True)
@@ -146,9 +150,10 @@ class ResultsCallback(tune.Callback):
 
     # ---------------------------------------------------------------- rows
     def _row(self, trial, result: dict[str, Any]) -> dict[str, Any]:
-        config = self.spec.trial(trial.config)
+        config = trial_config(self.spec, trial.config)
         if trial.trial_id not in self.trials:
-            self.trials[trial.trial_id] = new_row(trial.trial_id, config, summary_defaults(config))
+            self.trials[trial.trial_id] = new_row(trial.trial_id, config, summary_defaults(config),
+                                                  *stage_of(trial.config))
         summary = {k.removeprefix("summary/"): v for k, v in result.items()
                    if k.startswith("summary/") and k != "summary/status"}
         row = follow(self.trials[trial.trial_id], self._records(trial.trial_id), summary or None)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ticketsearch.results.boosting import boosting_lines
+from ticketsearch.results.confirmation import confirmation_lines
 from ticketsearch.results.leaderboard import completed_first
 from ticketsearch.spec import Spec
 
@@ -23,6 +24,8 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = 
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     echo(f"search {spec.name}: {len(trials)} trials (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
     ranked = trials[trials["objective"].notna()] if len(trials) else trials
+    if "stage" in ranked:  # the search's best; its confirmation follows (results/confirmation.py)
+        ranked = ranked[ranked["stage"] == "search"]
     best: dict[str, Any] = {}
     if len(ranked):
         # The best finished trial, as the leaderboard ranks them (results.leaderboard.completed_first).
@@ -35,7 +38,7 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = 
                  ("speedup", "speed-up incl. finding")]
         echo("  " + ", ".join(f"{label} {best[k]:.3f}" for k, label in shown
                               if isinstance(best.get(k), float) and not math.isnan(best[k])))
-    for line in boosting_lines(trials):
+    for line in boosting_lines(trials) + confirmation_lines(trials):
         echo(line)
     echo(f"results: {out}/epochs (pandas.read_parquet), {out}/trials.parquet; "
          f"tensorboard --logdir {out}/tensorboard")

@@ -20,6 +20,7 @@ from ray import tune
 
 from ticketsearch.core.checkpoint import load_state, save_state
 from ticketsearch.layout import UNSHARED
+from ticketsearch.search.confirm import trial_config
 from ticketsearch.spec import spec_from_tree
 from ticketsearch.trainers import create_trainer
 from ticketsearch.records import TICKET_EPOCH, objective_columns, objective_value
@@ -33,7 +34,7 @@ DENSE_RECORDS = "dense_records"
 def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str, levels_dir: str | None = None) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint created" line per epoch
     # The spec was checked on the driver (every edge of its space); the trial's values are the searcher's.
-    config = spec_from_tree(dict(tree), source).trial(values)
+    config = trial_config(spec_from_tree(dict(tree), source), values)
     # Ray sets OMP_NUM_THREADS=1 in trials: follow the CPUs the trial was given instead.
     torch.set_num_threads(max(1, int(config.resources.cpu)))
     device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else "cpu"

@@ -30,11 +30,14 @@ class Spec:
     space: Mapping[str, Distribution]
     default_trial: TrialConfig
 
-    def trial(self, values: Mapping[str, Any]) -> TrialConfig:
-        """The trial with the given space paths fixed and every other distribution at its default."""
+    def trial(self, values: Mapping[str, Any], fixed: Mapping[str, Any] | None = None) -> TrialConfig:
+        """The trial with the given space paths fixed and every other distribution at its default;
+        `fixed` then sets any path (a confirmation trial's seed, search/confirm.py)."""
         tree = dict(self.tree)
         for path, distribution in self.space.items():
             tree = set_path(tree, path, values.get(path, distribution.default))
+        for path, value in (fixed or {}).items():
+            tree = set_path(tree, path, value)
         return validate_trial(tree, self.source)
 
     @property

@@ -86,6 +86,15 @@ def _check_examples(trial: TrialConfig, held: int, test_size: int) -> None:
                         f"examples data.val_split {data.val_split} holds out of {data.dataset}; accepted: "
                         f"1..{held}, a larger data.val_split, or leave it unset (up to "
                         f"{type(train).model_fields['eval_examples'].default})")
+    if train.eval_offset >= held:
+        raise UserError(f"train.eval_offset: {train.eval_offset} skips all {held} validation examples data.val_split "
+                        f"{data.val_split} holds out of {data.dataset}; accepted: 0..{held - 1}")
+    confirm = trial.search.confirm
+    if confirm is not None and train.eval_offset + train.eval_examples >= held:
+        raise UserError(f"search.confirm: confirmation reads validation images the search did not rank by, but "
+                        f"train.eval_offset + train.eval_examples ({train.eval_offset + train.eval_examples}) use all "
+                        f"{held} that data.val_split {data.val_split} holds; accepted: a larger data.val_split or "
+                        f"fewer train.eval_examples")
     if train.test_examples > test_size:
         raise UserError(f"train.test_examples: {train.test_examples} is more than the {test_size} test examples "
                         f"of {data.dataset}; accepted: 1..{test_size}, or 0 for the whole test split")

@@ -102,6 +102,9 @@ class TrainSection(Section):
     # Validation examples evaluated (clean and under attack.eval) after every epoch: a fixed subset,
     # so epochs are comparable and the cost is bounded.
     eval_examples: int = Field(1000, ge=1)
+    # Validation examples skipped before those: confirmation trials (search.confirm) read their time to
+    # target on validation images the search did not rank trials by.
+    eval_offset: int = Field(0, ge=0)
     eval_batch_size: int = Field(500, ge=1)
     # Test examples evaluated once for a finished ticket (0 = the whole test split).
     test_examples: int = Field(0, ge=0)
@@ -408,6 +411,11 @@ class SchedulerSection(BaseModel):
     max_t: int | None = Field(None, ge=1)  # ticket epochs; default: the most a trial's ticket trains
 
 
+class ConfirmSection(Section):
+    top: int = Field(3, ge=1)
+    seeds: int = Field(2, ge=1)
+
+
 class SearchSection(Section):
     algorithm: Literal["optuna", "random", "grid"] = "optuna"
     num_samples: int = Field(8, ge=1)
@@ -428,6 +436,9 @@ class SearchSection(Section):
     # dense reference, trained once. false: every trial trains its whole path itself (independent
     # repeats, or a measure of what sharing saves).
     share_levels: bool = True
+    # After the search, its `top` best completed configurations trained again with `seeds` fresh seeds
+    # (search/confirm.py): the figures a reader may quote come from these, not from the search's pick.
+    confirm: ConfirmSection | None = None
 
 
 class CertifySection(Section):

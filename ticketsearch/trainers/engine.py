@@ -110,6 +110,7 @@ def evaluation_key(config: TrialConfig) -> dict[str, Any]:
     return {"data": data, "model": config.model.model_dump(mode="json"), "seed": train.seed,
             "eval": config.attack.eval.model_dump(mode="json"), "eval_examples": train.eval_examples,
             "eval_batch_size": train.eval_batch_size,
+            **({"eval_offset": train.eval_offset} if train.eval_offset else {}),
             "guard": config.attack.guard.model_dump(mode="json"), "patience": train.patience,
             # Only when it runs, so the levels of every trial without it keep their names.
             **({"certified_eps": config.certify.eps} if config.certify and config.certify.every_epoch else {})}
@@ -189,15 +190,17 @@ class LevelRun:
         guard = self.guard.after_epoch(
             recipe.regime, model=self.model, optimizer=self.optimizer, forward=self.forward,
             attack_for=self.attack, images=self.data.train_x, labels=self.data.train_y, fastpath=self.fastpath)
-        n = min(train.eval_examples, self.data.val_x.shape[0])
-        accuracy = evaluate(self.forward, self.data.val_x[:n], self.data.val_y[:n],
+        first = train.eval_offset
+        n = min(train.eval_examples, self.data.val_x.shape[0] - first)
+        val_x, val_y = self.data.val_x[first:first + n], self.data.val_y[first:first + n]
+        accuracy = evaluate(self.forward, val_x, val_y,
                             self.attack(self.config.attack.eval), batch_size=train.eval_batch_size,
                             fastpath=self.fastpath)
         eval_passes = float(n * (1 + (self.config.attack.eval.steps if is_adversarial(self.config.attack.eval) else 0)))
         certified, certify = NAN, self.config.certify
         if certify is not None and certify.every_epoch:
             # IBP on the model itself (fp32, unfolded): its bound pass costs about one more pass.
-            certified = certified_accuracy(self.model, to_float(self.data.val_x[:n]), self.data.val_y[:n], certify.eps,
+            certified = certified_accuracy(self.model, to_float(val_x), val_y, certify.eps,
                                            "ibp", batch_size=train.eval_batch_size)
             eval_passes += n
         record = self._record(result, passes, accuracy.clean, accuracy.robust, time.perf_counter() - start,

@@ -395,7 +395,8 @@ class TransferTrainer:
             return {"torchvision": f"{c.model.arch}.{source.torchvision}"}
         return {"pretrain": source.pretrain.model_dump(mode="json"), "source": c.transfer.source.model_dump(mode="json"),
                 "model": c.model.model_dump(mode="json"), "eval": c.attack.eval.model_dump(mode="json"),
-                "eval_examples": c.train.eval_examples}
+                "eval_examples": c.train.eval_examples,
+                **({"eval_offset": c.train.eval_offset} if c.train.eval_offset else {})}
 
     def _pretrain(self, progress: dict[str, Any] | None, save_progress: SaveProgress) -> dict[str, Any]:
         """Train the network from scratch on the source task (seeded by pretrain.seed)."""
