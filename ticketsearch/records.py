@@ -13,6 +13,9 @@ from typing import Any, Sequence
 from ticketsearch.spec.objectives import PER_EPOCH_OBJECTIVES
 
 NAN = float("nan")
+# Phases of the dense networks a ticket is compared with (trainers/imp.py): the reference ("baseline"),
+# dense at the ticket's own lr ("matched") and at each of reference.best_of ("best_of"). Never the path.
+REFERENCE_PHASES = ("baseline", "matched", "best_of")
 
 
 
@@ -20,7 +23,8 @@ NAN = float("nan")
 class EpochRecord:
     round: int  # IMP round: 0 is dense; sparsity 1-(1-p)^round
     # IMP: dense (round 0, under the finding regime), find (rounds 1..R-1), ticket (round R, under
-    # attack.train), baseline (the dense reference under attack.train); transfer: finetune_standard,
+    # attack.train), baseline (the dense reference under attack.train), matched and best_of (the other
+    # dense networks it is compared with: REFERENCE_PHASES); transfer: finetune_standard,
     # finetune_adversarial (the ticket fine-tuned downstream).
     phase: str
     epoch: int  # 1-based within the round
@@ -47,6 +51,8 @@ class EpochRecord:
     convergence_gap: float = NAN
     # Certified accuracy (IBP at certify.eps) on the validation images (NaN unless certify.every_epoch).
     val_certified_acc: float = NAN
+    # The level the epoch belongs to (trainers/levels.py): its name, a hash of what it read.
+    level: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,7 +80,7 @@ def objective_value(metric: str, records: Sequence[EpochRecord], summary: dict[s
     searcher learns from it rather than discarding it as failed.
     """
     if metric in PER_EPOCH_OBJECTIVES:
-        main = [r for r in records if r.phase != "baseline"]
+        main = [r for r in records if r.phase not in REFERENCE_PHASES]
         return float(getattr(main[-1], metric)) if main else NAN
     if summary is None:
         return NAN
@@ -134,13 +140,16 @@ def reach(records: Sequence[EpochRecord], target: float) -> dict[str, float]:
     return {"epochs": NAN, "passes": NAN, "seconds": NAN}
 
 
-def convergence_gap(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord]) -> float:
+def convergence_gap(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord], head_start: int = 0) -> float:
     """Mean over the ticket's epochs so far of its validation robust accuracy minus the reference's at the
     same epoch of training (the reference's last where it trained fewer): above 0, the ticket converges
-    faster than the dense network. Known at every epoch of the ticket's round, so ASHA can judge it."""
+    faster than the dense network. Known at every epoch of the ticket's round, so ASHA can judge it.
+    `head_start`: epochs its weights trained before its round (a ticket rewound to epoch k of the dense
+    round: k), so its epoch i meets the reference's epoch i + k."""
     if not ticket or not reference:
         return NAN
-    gaps = [r.val_robust_acc - reference[min(i, len(reference) - 1)].val_robust_acc for i, r in enumerate(ticket)]
+    last = len(reference) - 1
+    gaps = [r.val_robust_acc - reference[min(i + head_start, last)].val_robust_acc for i, r in enumerate(ticket)]
     return sum(gaps) / len(gaps)
 
 
@@ -160,7 +169,8 @@ def collapsed(records: Sequence[EpochRecord], chance: float, robust: bool = Fals
 
 
 def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
-                finding: Sequence[EpochRecord], target: str = "final", chance: float = 0.0) -> dict[str, Any]:
+                finding: Sequence[EpochRecord], target: str = "final", chance: float = 0.0,
+                head_start: int = 0) -> dict[str, Any]:
     """The boosting-ticket measures (Li et al. 2020): the ticket's round against the dense reference.
 
     target_robust_acc: the reference's validation robust accuracy at its final epoch, or its best
@@ -179,6 +189,10 @@ def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
     accuracy is at chance reaches none; `collapsed` and `reference_collapsed` mark them and
     `no_verdict` says why in words ("" when the measures were computed or the trial has not ended a
     round yet).
+
+    `head_start`: epochs the ticket's weights trained before its round (prune.rewind k: the dense
+    round's first k), counted in its epochs to the target, so a rewound ticket is compared with the
+    reference at the same total training (their passes are in find_passes already).
     """
     out: dict[str, Any] = dict.fromkeys(CONVERGENCE_COLUMNS, NAN)
     out.update(reached_target=False, collapsed=collapsed(ticket, chance),
@@ -206,6 +220,7 @@ def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
     target = out[f"reference_{target}_val_robust_acc"]
     out["target_robust_acc"] = target
     mine, dense = reach(ticket, target), reach(reference, target)
+    mine["epochs"] += head_start
     for unit in ("epochs", "passes", "seconds"):
         out[f"ticket_{unit}_to_target"], out[f"dense_{unit}_to_target"] = mine[unit], dense[unit]
     if not math.isnan(mine["epochs"]):
@@ -215,6 +230,38 @@ def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
         out["epoch_speedup"] = dense["epochs"] / mine["epochs"]
         out["time_saved"] = 1 - 1 / out["speedup"]
     return out
+
+
+def best_dense(ticket: Sequence[EpochRecord], curves: dict[float, Sequence[EpochRecord]],
+                finding: Sequence[EpochRecord], target: str = "final", chance: float = 0.0,
+                head_start: int = 0) -> dict[str, Any]:
+    """The ticket against the best-tuned dense network (`reference.best_of`): dense networks trained at
+    each learning rate in `curves` (lr -> their records); the target is the best of their final (or
+    best, `target`) smoothed validation robust accuracies, and the dense cost to reach it the fewest
+    passes any of them needs (`best_dense_lr`: that one's lr). speedup_best_dense: those passes over
+    the ticket's with finding; epoch_speedup_best_dense: its epochs over the ticket's (with its head
+    start). Dense networks that ended at chance take no part; NaN where nothing is left to compare."""
+    out: dict[str, Any] = dict.fromkeys(BEST_DENSE_COLUMNS, NAN)
+    live = {lr: c for lr, c in curves.items() if c and not collapsed(c, chance, robust=True)}
+    if not ticket or not live or collapsed(ticket, chance):
+        return out
+    level = max(smoothed(c)[-1] if target == "final" else max(smoothed(c)) for c in live.values())
+    reached = {lr: r for lr, r in ((lr, reach(c, level)) for lr, c in live.items()) if not math.isnan(r["passes"])}
+    lr, dense = min(reached.items(), key=lambda item: (item[1]["passes"], item[0]))
+    out.update(best_dense_target_robust_acc=level, best_dense_lr=lr, best_dense_epochs_to_target=dense["epochs"],
+               best_dense_passes_to_target=dense["passes"])
+    mine = reach(ticket, level)
+    if not math.isnan(mine["epochs"]):
+        out["speedup_best_dense"] = dense["passes"] / (sum(r.passes for r in finding) + mine["passes"])
+        out["epoch_speedup_best_dense"] = dense["epochs"] / (mine["epochs"] + head_start)
+    return out
+
+
+BEST_DENSE_COLUMNS = ("best_dense_target_robust_acc", "best_dense_lr", "best_dense_epochs_to_target",
+                      "best_dense_passes_to_target", "speedup_best_dense", "epoch_speedup_best_dense")
+# The ticket against dense at its own learning rate and schedule (`reference.matched`): the effect of the
+# mask alone (`records.convergence` against that network).
+MATCHED_COLUMNS = ("speedup_matched", "epoch_speedup_matched")
 
 
 CONVERGENCE_COLUMNS = (
@@ -232,7 +279,7 @@ def path_summary(records: Sequence[EpochRecord]) -> dict[str, Any]:
     current ticket. `trained_*` counts what this trial trained itself, `reused_*` what it took from
     levels other trials trained.
     """
-    main = [r for r in records if r.phase != "baseline"]
+    main = [r for r in records if r.phase not in REFERENCE_PHASES]
     last = main[-1] if main else None
     final_round = [r for r in main if last is not None and (r.round, r.phase) == (last.round, last.phase)]
     own = [r for r in records if not r.reused]
@@ -266,6 +313,7 @@ SUMMARY_DEFAULTS: dict[str, Any] = {
        for k, v in path_summary([]).items()},
     **dict.fromkeys(CONVERGENCE_COLUMNS, NAN), "reached_target": False, "find_level": "",
     "collapsed": False, "reference_collapsed": False, "no_verdict": "",
+    **dict.fromkeys(BEST_DENSE_COLUMNS + MATCHED_COLUMNS, NAN),
     **dict.fromkeys(TEST_COLUMNS, NAN),
     **dict.fromkeys([f"reference_{c}" for c in TEST_COLUMNS], NAN),
     "certify_method": "", "certify_eps": NAN,

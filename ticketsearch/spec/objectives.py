@@ -14,7 +14,8 @@ PER_EPOCH_OBJECTIVES = ("convergence_gap", "robust_auc", "val_robust_acc", "val_
 # Known only when a trial ends, from its summary (fifo only), by trainer.
 FINAL_OBJECTIVES_BY_TRAINER = {
     "imp": ("speedup", "epoch_speedup", "speedup_seconds", "ticket_epochs_to_target", "ticket_passes_to_target",
-            "ticket_seconds_to_target", "best_val_robust_acc", "final_sparsity", "final_val_robust_acc"),
+            "ticket_seconds_to_target", "best_val_robust_acc", "final_sparsity", "final_val_robust_acc",
+            "speedup_matched", "epoch_speedup_matched", "speedup_best_dense", "epoch_speedup_best_dense"),
     "transfer": ("best_val_robust_acc", "double_win_margin"),
 }
 FINAL_OBJECTIVES = tuple(dict.fromkeys(m for metrics in FINAL_OBJECTIVES_BY_TRAINER.values() for m in metrics))
@@ -34,6 +35,12 @@ def check_objective(config) -> None:
             what = f"{metric!r} is computed by trainer {elsewhere[0]} only" if elsewhere else f"unknown metric {metric!r}"
             field = "objective.metric" if index == 0 else f"objective[{index}].metric"
             raise UserError(f"{field}: {what}; trainer {trainer} knows: {', '.join(known)}")
+    reference = getattr(config, "reference", None)
+    for metric in metrics:  # a comparison the spec does not ask for is never computed: NaN for every trial
+        needs = "matched" if metric.endswith("_matched") else "best_of" if metric.endswith("_best_dense") else None
+        if needs and reference is not None and not getattr(reference, needs):
+            raise UserError(f"objective.metric: {metric} compares with a dense network reference.{needs} asks for; "
+                            f"set reference.{needs}, or choose speedup or epoch_speedup")
     certify = getattr(config, "certify", None)
     if "val_certified_acc" in metrics and (certify is None or not certify.every_epoch):
         raise UserError("objective.metric: val_certified_acc is computed with certify: {eps: ..., every_epoch: true} "

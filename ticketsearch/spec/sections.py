@@ -364,12 +364,19 @@ class ReferenceSection(Section):
 
     target: the reference's validation robust accuracy a ticket must reach, at its `final` epoch or at
     its `best` (both are recorded).
+
+    Two more comparisons, each a dense network from the same initialisation under attack.train:
+    matched: dense at the ticket's own train.lr, schedule and epochs (the effect of the mask alone:
+    `speedup_matched`); best_of: dense at each of these learning rates (at this section's epochs and
+    schedule), the ticket against the best of them (`speedup_best_dense`, `best_dense_lr`).
     """
 
     lr: Float | None = Field(None, gt=0)
     epochs: int | None = Field(None, ge=1)
     schedule: Annotated[Schedule | None, BeforeValidator(_single_key_form("kind"))] = None
     target: Literal["final", "best"] = "final"
+    matched: bool = False
+    best_of: list[Annotated[Float, Field(gt=0)]] | None = Field(None, min_length=1)
 
 
 class Objective(BaseModel):

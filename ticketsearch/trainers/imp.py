@@ -30,11 +30,13 @@ from ticketsearch.core.data import DataBundle
 from ticketsearch.core.fastpath import resolve_fastpath
 from ticketsearch.core.models import create_model
 from ticketsearch.core.pruning import Mask, magnitude_prune, prunable_weights, random_mask_like
+from ticketsearch.errors import UserError
 from ticketsearch.spec import TrialConfig
 from ticketsearch.trainers.engine import load_task
 from ticketsearch.trainers.engine import LevelRun, Recipe, evaluate_test_split, evaluation_key, snapshot, stamp
 from ticketsearch.trainers.levels import Level, LevelStore
-from ticketsearch.records import NAN, EpochRecord, collapsed, convergence, convergence_gap, path_summary
+from ticketsearch.records import (NAN, EpochRecord, best_dense, collapsed, convergence, convergence_gap,
+                                  path_summary)
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,12 @@ def plan_levels(config: TrialConfig) -> list[Step]:
     `trainer.dense_baseline` is false.
     """
     prune, train = config.prune, config.train
-    base = evaluation_key(config)
+    base = evaluation_key(config)  # what the pruned rounds read besides their recipe and pruning
     pruning = {"ratio": prune.ratio, "scope": prune.scope, "exclude": list(prune.exclude),
                "allow_empty_layers": prune.allow_empty_layers}
 
     def dense(recipe: Recipe, rewind: int) -> Level:
-        return Level("dense", {**base, "recipe": recipe.key(), "rewind": rewind})
+        return dense_level(config, recipe, rewind)
 
     if prune.rounds == 0:
         recipe = Recipe.of(config, config.attack.train, train.epochs, train.lr)
@@ -75,10 +77,14 @@ def plan_levels(config: TrialConfig) -> list[Step]:
         level = Level("round", {**base, "recipe": rewound.key(), "prune": pruning}, (steps[-1].level,))
         steps.append(Step(level, round_, "find", rewound))
     found = steps[-1].level
-    reference = reference_recipe(config)
-    reference_level = dense(reference, 0)
-    if config.trainer.dense_baseline and reference_level.digest != steps[0].level.digest:
-        steps.append(Step(reference_level, 0, "baseline", reference))
+    planned = {s.level.digest for s in steps}
+    # The dense networks tickets are compared with (one step per distinct level: the reference, the
+    # dense network at the ticket's lr and those of reference.best_of are often the same level).
+    for phase, recipe in comparison_recipes(config):
+        level = dense(recipe, 0)
+        if level.digest not in planned:
+            planned.add(level.digest)
+            steps.append(Step(level, 0, phase, recipe))
     ticket = Recipe.of(config, config.attack.train, train.epochs, train.lr, first_epoch=prune.rewind)
     control = {} if prune.control == "none" else {"control": prune.control}
     steps.append(Step(Level("round", {**base, "recipe": ticket.key(), "prune": pruning, **control}, (found,)),
@@ -86,11 +92,33 @@ def plan_levels(config: TrialConfig) -> list[Step]:
     return steps
 
 
-def reference_recipe(config: TrialConfig) -> Recipe:
-    """The dense reference: attack.train from the initialisation, at `reference` settings over `train`'s."""
+def dense_level(config: TrialConfig, recipe: Recipe, rewind: int = 0) -> Level:
+    """A dense network's level: trained by `recipe` from the initialisation (keeping its weights at
+    epoch `rewind` for the tickets rewound there)."""
+    return Level("dense", {**evaluation_key(config), "recipe": recipe.key(), "rewind": rewind})
+
+
+def reference_recipe(config: TrialConfig, lr: float | None = None) -> Recipe:
+    """The dense reference: attack.train from the initialisation, at `reference` settings over `train`'s
+    (at `lr`, for one of reference.best_of)."""
     ref, train = config.reference, config.train
-    return Recipe.of(config, config.attack.train, ref.epochs or train.epochs, ref.lr or train.lr,
+    return Recipe.of(config, config.attack.train, ref.epochs or train.epochs, lr or ref.lr or train.lr,
                      schedule=ref.schedule)
+
+
+def matched_recipe(config: TrialConfig) -> Recipe:
+    """Dense training exactly as the ticket trains (its lr, schedule and epochs), from the initialisation."""
+    return Recipe.of(config, config.attack.train, config.train.epochs, config.train.lr)
+
+
+def comparison_recipes(config: TrialConfig) -> list[tuple[str, Recipe]]:
+    """(phase, recipe) of every dense network the ticket is compared with, as the spec asks."""
+    ref = config.reference
+    out = [("baseline", reference_recipe(config))] if config.trainer.dense_baseline else []
+    if ref.matched:
+        out.append(("matched", matched_recipe(config)))
+    out += [("best_of", reference_recipe(config, lr)) for lr in ref.best_of or ()]
+    return out
 
 
 def planned_epochs(config: TrialConfig) -> int:
@@ -165,11 +193,13 @@ class IMPTrainer:
         record = self.pending.pop(0)
         record = stamp([record], round_=step.round, phase=step.phase, first_global=len(self.records) + 1,
                        reused=record.reused)[0]
+        record = replace(record, level=step.level.name)
         if step.phase == "ticket":
             so_far = [r for r in self.records if r.phase == "ticket"] + [record]
             reference = self._reference_records()
             # A reference that ended at chance is no yardstick: no gap is measured against it.
-            gap = NAN if collapsed(reference, self.chance, robust=True) else convergence_gap(so_far, reference)
+            gap = (NAN if collapsed(reference, self.chance, robust=True)
+                   else convergence_gap(so_far, reference, self.config.prune.rewind))
             record = replace(record, convergence_gap=gap)
         self.records.append(record)
         self.step_emitted += 1
@@ -312,6 +342,12 @@ class IMPTrainer:
             self.model.load_state_dict(parent["weights"])
             mask = magnitude_prune(self.weights, Mask.from_state_dict(parent["mask"], self.weights),
                                    prune.ratio, prune.scope, allow_empty_layers=prune.allow_empty_layers)
+            dense = self._result(self.plan[0].level)
+            if prune.rewind > 0 and dense["rewind"] is None:
+                ended = dense["records"][-1]["epoch"] if dense["records"] else 0
+                raise UserError(f"prune.rewind: the dense round ended at epoch {ended} (train.patience or the guard "
+                                f"stopped it), before epoch {prune.rewind}, the rewind point; accepted: a rewind "
+                                f"epoch the dense round reaches, or 0 (the initialisation)")
             start = self._rewind_point()
             if step.phase == "ticket" and prune.control == "random_mask":
                 mask = random_mask_like(mask, torch.Generator().manual_seed(step.level.seed))
@@ -372,8 +408,18 @@ class IMPTrainer:
         by_phase = {phase: [r for r in self.records if r.phase == phase] for phase in ("dense", "find", "ticket")}
         ticket = by_phase["ticket"] or (by_phase["dense"] if self.config.prune.rounds == 0 else [])
         finding = by_phase["dense"] + by_phase["find"] if by_phase["ticket"] else []
+        ref, target = self.config.reference, self.config.reference.target
+        head = self.config.prune.rewind if by_phase["ticket"] else 0  # a rewound ticket's epochs before its round
         out = {"status": self.status, **path_summary(self.records),
-               **convergence(ticket, self._reference_records(), finding, self.config.reference.target, self.chance)}
+               **convergence(ticket, self._reference_records(), finding, target, self.chance, head)}
+        if ref.matched and self.config.prune.rounds > 0:
+            matched = self._records_of(dense_level(self.config, matched_recipe(self.config)))
+            measured = convergence(ticket, matched, finding, target, self.chance, head)
+            out.update(speedup_matched=measured["speedup"], epoch_speedup_matched=measured["epoch_speedup"])
+        if ref.best_of and self.config.prune.rounds > 0:
+            curves = {lr: self._records_of(dense_level(self.config, reference_recipe(self.config, lr)))
+                      for lr in ref.best_of}
+            out.update(best_dense(ticket, curves, finding, target, self.chance, head))
         out["find_level"] = find_level(self.config)
         result = self._ticket_result()
         if result is not None:
@@ -398,14 +444,16 @@ class IMPTrainer:
         """The step whose level is the dense reference: its own, or the dense round when they coincide."""
         if self.config.prune.rounds == 0 or not self.config.trainer.dense_baseline:
             return None
-        own = next((s for s in self.plan if s.phase == "baseline"), None)
-        if own is not None:
-            return own
-        return self.plan[0]  # plan_levels left the reference out: the dense round is that very level
+        digest = dense_level(self.config, reference_recipe(self.config)).digest
+        return next(s for s in self.plan if s.level.digest == digest)
 
     def _reference_records(self) -> list[EpochRecord]:
         step = self._reference_step()
-        return [] if step is None else [r for r in self.records if (r.round, r.phase) == (step.round, step.phase)]
+        return [] if step is None else self._records_of(step.level)
+
+    def _records_of(self, level: Level) -> list[EpochRecord]:
+        """The records of a level of the path, in order (whatever phase it appears under)."""
+        return [r for r in self.records if r.level == level.name]
 
     def sparsity_report(self):
         """Per-layer sparsity of the final ticket (of the current mask before the ticket exists)."""
