@@ -57,24 +57,25 @@ def test_pass_counts_and_speedup_from_known_counts():
     assert passes_per_example(AttackConfig(kind="fgsm", eps=0.1)) == 2
     assert passes_per_example(AttackConfig(kind="pgd", eps=0.1, steps=10)) == 11
     # Reference: 6 epochs of 100 passes; its smoothed curve (trailing 3-epoch mean) first reaches its final
-    # value, 0.8, at epoch 6. Ticket: smoothed 0.7, 0.8, 0.83, so it reaches 0.8 at its 2nd epoch;
-    # finding cost 150 passes. speedup = 600 / (150 + 200).
+    # value, 0.8, at epoch 6. Ticket: its first 3-epoch mean, 0.83, reaches 0.8 at its 3rd epoch (its
+    # first two epochs have no 3-epoch mean); finding cost 150 passes. speedup = 600 / (150 + 300).
     reference = [record("baseline", acc, 100, i + 1) for i, acc in enumerate((0.3, 0.5, 0.7, 0.8, 0.8, 0.8))]
     ticket = [record("ticket", acc, 100, i + 1) for i, acc in enumerate((0.7, 0.9, 0.9))]
     finding = [record("dense", 0.4, 75, 1), record("dense", 0.5, 75, 2)]
     out = convergence(ticket, reference, finding)
     assert out["target_robust_acc"] == pytest.approx(0.8) and out["reached_target"]
-    assert (out["ticket_epochs_to_target"], out["dense_epochs_to_target"]) == (2, 6)
-    assert out["speedup"] == pytest.approx(600 / 350) and out["epoch_speedup"] == 3
-    assert out["time_saved"] == pytest.approx(1 - 350 / 600) and out["find_passes"] == 150
+    assert (out["ticket_epochs_to_target"], out["dense_epochs_to_target"]) == (3, 6)
+    assert out["speedup"] == pytest.approx(600 / 450) and out["epoch_speedup"] == 2
+    assert out["time_saved"] == pytest.approx(1 - 450 / 600) and out["find_passes"] == 150
     # Two tickets pruned from one finding round share its cost.
-    frame = amortize(pd.DataFrame([{"trial_id": t, "find_level": "dense-x", **out} for t in ("a", "b")]))
-    assert frame["speedup_amortized"].tolist() == pytest.approx([600 / (75 + 200)] * 2)
+    frame = amortize(pd.DataFrame([{"trial_id": t, "find_level": "dense-x", "final_round": 1, "config.prune.rounds": 1,
+                                    **out} for t in ("a", "b")]))
+    assert frame["speedup_amortized"].tolist() == pytest.approx([600 / (75 + 300)] * 2)
 
 
 def test_a_ticket_that_never_reaches_the_target_ranks_last_with_a_finite_value():
     reference = [record("baseline", acc, 100, i + 1) for i, acc in enumerate((0.8, 0.8))]
-    reached = convergence([record("ticket", 0.81, 100)], reference, [])
+    reached = convergence([record("ticket", 0.81, 100), record("ticket", 0.81, 100, 2)], reference, [])
     close = convergence([record("ticket", 0.7, 100), record("ticket", 0.75, 100, 2)], reference, [])
     far = convergence([record("ticket", 0.2, 100), record("ticket", 0.3, 100, 2)], reference, [])
     assert math.isnan(close["speedup"]) and not close["reached_target"]  # the column stays honest

@@ -49,7 +49,14 @@ def test_confirmation_table_puts_the_search_figure_beside_the_seeds_mean():
     sure = frame([{"trial_id": "b", "epoch_speedup": 2.0},
                   *({"trial_id": f"b{i}", "stage": "confirm", "confirms": "b", "epoch_speedup": v}
                     for i, v in enumerate((1.50, 1.52, 1.48)))])
-    assert confirmation_lines(sure)[-1].startswith("  confirmed: b is faster than the reference: 1.50x")
+    assert confirmation_lines(sure)[-1] == ("  confirmed: b (3 seeds), in epochs to the target; against the "
+                                            "reference: 1.50x [1.45, 1.55], faster")
+    # Against dense at its own lr and the best dense network the answer can be "not faster", and says so.
+    sure["epoch_speedup_matched"] = [1.0, 0.9, 1.1, 1.0]
+    sure["epoch_speedup_best_dense"] = [0.8, 0.70, 0.72, 0.71]
+    headline = confirmation_lines(sure)[-1]
+    assert "against dense at its own lr: 1.00x [0.75, 1.25], not shown faster (the interval spans 1)" in headline
+    assert "against the best dense network: 0.71x [0.69, 0.73], slower" in headline
     assert confirmation_lines(frame([{"trial_id": "c"}])) == []  # no confirmation, no lines
 
 
@@ -97,6 +104,10 @@ def test_a_search_confirms_its_best_configuration_on_fresh_seeds(tmp_path, capsy
         assert (confirm[column] == search.set_index("trial_id").at[best, column]).all()
     assert (confirm["status"] == "completed").all()
     assert "confirmation on fresh seeds" in printed and f"  {best}: " in printed
+    capsys.readouterr()
+    assert main(["results", str(out)]) == 0 and "confirmation on fresh seeds" in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    assert "## Confirmation on fresh seeds" in (out / "report" / "report.md").read_text()
     epochs = pd.read_parquet(out / "epochs")
     # The fresh seed trains its own levels: the confirmation's curves differ from the search trial's.
     mine = epochs[epochs["trial_id"] == best]["val_robust_acc"].tolist()

@@ -138,6 +138,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
+    from ticketsearch.results.confirmation import confirmation_lines
     from ticketsearch.results.leaderboard import leaderboard
     from ticketsearch.results.store import load
 
@@ -150,6 +151,8 @@ def _results(args: argparse.Namespace) -> int:
         print(table.to_json(orient="records", indent=2))
     else:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        for line in confirmation_lines(results.trials):  # the figures to quote (search.confirm)
+            print(line)
     return 0
 
 

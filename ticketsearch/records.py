@@ -118,25 +118,35 @@ def unreached_value(metric: str, summary: dict[str, Any]) -> float:
 # Time to target is read from the trailing mean of this many epochs of each curve: validation robust
 # accuracy is measured on a few hundred images under a random-start attack, and a single epoch moves by
 # a few points, so one lucky (or unlucky) epoch of either curve would otherwise decide the measure.
+# A curve is judged only on means as long as the target's (`target_window`): a mean of one or two
+# epochs is noisier than the 3-epoch target and would reach it by luck.
 SMOOTHING_EPOCHS = 3
 
 
-def smoothed(records: Sequence[EpochRecord]) -> list[float]:
-    """Validation robust accuracy per epoch, as the trailing mean of up to SMOOTHING_EPOCHS epochs."""
+def target_window(reference: Sequence[EpochRecord]) -> int:
+    """Epochs in the trailing mean that sets the target: SMOOTHING_EPOCHS, or the whole reference when
+    it trained fewer (its target is then the mean of all its epochs)."""
+    return max(1, min(SMOOTHING_EPOCHS, len(reference)))
+
+
+def smoothed(records: Sequence[EpochRecord], window: int = SMOOTHING_EPOCHS) -> list[float]:
+    """Validation robust accuracy as trailing means of `window` epochs (the whole curve when it is
+    shorter), one for each epoch from the first with a full window on: no mean of fewer epochs."""
     values = [r.val_robust_acc for r in records]
-    return [sum(values[max(0, i + 1 - SMOOTHING_EPOCHS):i + 1]) / min(i + 1, SMOOTHING_EPOCHS)
-            for i in range(len(values))]
+    width = min(window, len(values))
+    return [sum(values[i - width:i]) / width for i in range(width, len(values) + 1)] if values else []
 
 
-def reach(records: Sequence[EpochRecord], target: float) -> dict[str, float]:
-    """Epochs, example-passes and training seconds until the smoothed validation robust accuracy first
-    reaches `target` (NaN if never)."""
-    passes = seconds = 0.0
-    for index, (record, accuracy) in enumerate(zip(records, smoothed(records)), start=1):
-        passes += record.passes
-        seconds += record.epoch_seconds
-        if accuracy >= target - 1e-12:
-            return {"epochs": float(index), "passes": passes, "seconds": seconds}
+def reach(records: Sequence[EpochRecord], target: float, window: int = SMOOTHING_EPOCHS) -> dict[str, float]:
+    """Epochs, example-passes and training seconds until the trailing mean of `window` epochs of
+    validation robust accuracy first reaches `target` (NaN if never). No epoch before the `window`-th
+    can reach it: pass the target's own window (`target_window`)."""
+    if len(records) >= window:
+        for epoch, accuracy in enumerate(smoothed(records, window), start=window):
+            if accuracy >= target - 1e-12:
+                done = records[:epoch]
+                return {"epochs": float(epoch), "passes": sum(r.passes for r in done),
+                        "seconds": sum(r.epoch_seconds for r in done)}
     return {"epochs": NAN, "passes": NAN, "seconds": NAN}
 
 
@@ -219,7 +229,8 @@ def convergence(ticket: Sequence[EpochRecord], reference: Sequence[EpochRecord],
         return out
     target = out[f"reference_{target}_val_robust_acc"]
     out["target_robust_acc"] = target
-    mine, dense = reach(ticket, target), reach(reference, target)
+    window = target_window(reference)  # each curve judged on means as long as the target's
+    mine, dense = reach(ticket, target, window), reach(reference, target, window)
     mine["epochs"] += head_start
     for unit in ("epochs", "passes", "seconds"):
         out[f"ticket_{unit}_to_target"], out[f"dense_{unit}_to_target"] = mine[unit], dense[unit]
@@ -245,12 +256,15 @@ def best_dense(ticket: Sequence[EpochRecord], curves: dict[float, Sequence[Epoch
     live = {lr: c for lr, c in curves.items() if c and not collapsed(c, chance, robust=True)}
     if not ticket or not live or collapsed(ticket, chance):
         return out
-    level = max(smoothed(c)[-1] if target == "final" else max(smoothed(c)) for c in live.values())
-    reached = {lr: r for lr, r in ((lr, reach(c, level)) for lr, c in live.items()) if not math.isnan(r["passes"])}
+    levels = {lr: smoothed(c)[-1] if target == "final" else max(smoothed(c)) for lr, c in live.items()}
+    source = max(levels, key=levels.get)  # the dense network that sets the target, and its window
+    level, window = levels[source], target_window(live[source])
+    reached = {lr: r for lr, r in ((lr, reach(c, level, window)) for lr, c in live.items())
+               if not math.isnan(r["passes"])}
     lr, dense = min(reached.items(), key=lambda item: (item[1]["passes"], item[0]))
     out.update(best_dense_target_robust_acc=level, best_dense_lr=lr, best_dense_epochs_to_target=dense["epochs"],
                best_dense_passes_to_target=dense["passes"])
-    mine = reach(ticket, level)
+    mine = reach(ticket, level, window)
     if not math.isnan(mine["epochs"]):
         out["speedup_best_dense"] = dense["passes"] / (sum(r.passes for r in finding) + mine["passes"])
         out["epoch_speedup_best_dense"] = dense["epochs"] / (mine["epochs"] + head_start)

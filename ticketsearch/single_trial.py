@@ -22,6 +22,7 @@ from ticketsearch.layout import LEVELS, TICKETS, TRIALS, UNSHARED
 from ticketsearch.records import EpochRecord, objective_columns, objective_value
 from ticketsearch.results.parquet import write_trial_epochs
 from ticketsearch.results.boosting import boosting_lines
+from ticketsearch.results.intervals import accuracy_text
 from ticketsearch.results.tensorboard import TrialWriter
 from ticketsearch.results.tickets import write_ticket
 from ticketsearch.results.trials_table import follow, new_row, write_trials
@@ -122,12 +123,13 @@ def format_summary(summary: dict[str, Any], layers, out: Path) -> str:
              f"({summary['train_seconds']:.1f}s training)"]
     lines.append(f"final ticket: sparsity {summary['final_sparsity']:.2%}, val clean {summary['final_val_clean_acc']:.1%}, "
                  f"val robust {summary['final_val_robust_acc']:.1%}, robust_auc {summary['robust_auc']:.1%}")
-    if _known(summary.get("test_clean_acc")):
-        auto = f", AutoAttack {summary['test_autoattack_acc']:.1%}" if _known(summary.get("test_autoattack_acc")) else ""
-        certified = (f", certified {summary['test_certified_acc']:.1%} ({summary['certify_method']})"
+    if _known(summary.get("test_clean_acc")):  # each with its 95% Wilson interval and image count
+        auto = (f", AutoAttack {accuracy_text(summary, 'test_autoattack_acc')}"
+                if _known(summary.get("test_autoattack_acc")) else "")
+        certified = (f", certified {accuracy_text(summary, 'test_certified_acc')} ({summary['certify_method']})"
                      if _known(summary.get("test_certified_acc")) else "")
-        lines.append(f"test split: clean {summary['test_clean_acc']:.1%}, robust {summary['test_robust_acc']:.1%}{auto}"
-                     f"{certified}")
+        lines.append(f"test split: clean {accuracy_text(summary, 'test_clean_acc')}, "
+                     f"robust {accuracy_text(summary, 'test_robust_acc')}{auto}{certified}")
     if summary.get("double_win_split"):
         split = summary["double_win_split"]
         for regime in ("standard", "adversarial"):

@@ -67,8 +67,39 @@ def trades_kl_pgd(model: nn.Module, config: AttackConfig, num_classes: int) -> P
     return torchattacks.TPGD(model, eps=config.eps, alpha=config.step_size, steps=config.steps)
 
 
-# MART's inner maximisation (Wang et al. 2020) is PGD on the cross-entropy; only its loss differs.
-ATTACKS.register("mart")(pgd)
+# The start of TRADES' and MART's inner maximisation in their reference code: x + 0.001 N(0, 1), a nudge
+# off the clean point (where TRADES' KL term has a zero gradient; MART's code starts the same way), not
+# a uniform draw from the eps-ball.
+SMALL_START_STD = 0.001
+
+
+def small_gaussian_start(images: Tensor) -> Tensor:
+    """x + 0.001 N(0, 1), drawn from the global torch generator (the trial's random stream), unclamped as
+    in MART's reference code (every step after it clamps to the eps-ball and to [0, 1])."""
+    return images + SMALL_START_STD * torch.randn_like(images)
+
+
+@ATTACKS.register("mart")
+def mart_ce_pgd(model: nn.Module, config: AttackConfig, num_classes: int) -> Perturb:
+    """MART's inner maximisation (Wang et al. 2020): PGD on the cross-entropy from x + 0.001 N(0, 1)
+    (`small_gaussian_start`), as their reference code (YisenWang/MART, `mart_loss`) starts it, not from
+    a uniform point in the eps-ball; `steps` steps of size alpha; `random_start` is not read (as for
+    TRADES). The loss is in core/training_objectives.py."""
+    import torchattacks
+
+    class MartPGD(torchattacks.PGD):
+        def forward(self, images: Tensor, labels: Tensor) -> Tensor:
+            images, labels = images.clone().detach().to(self.device), labels.clone().detach().to(self.device)
+            adv = small_gaussian_start(images).detach()
+            for _ in range(self.steps):
+                adv.requires_grad = True
+                cost = nn.functional.cross_entropy(self.get_logits(adv), labels)
+                grad = torch.autograd.grad(cost, adv)[0]
+                adv = adv.detach() + self.alpha * grad.sign()
+                adv = torch.clamp(images + torch.clamp(adv - images, -self.eps, self.eps), 0, 1).detach()
+            return adv
+
+    return MartPGD(model, eps=config.eps, alpha=config.step_size, steps=config.steps, random_start=False)
 
 
 @ATTACKS.register("ibp")

@@ -12,9 +12,10 @@ training passes in train mode and returns the loss and the logits whose accuracy
   x + 0.001 N(0, 1). CIFAR-10: beta 6 (1/lambda), eps 0.031, step 0.007, 10 steps; MNIST: beta 1
   (and 6 in their ablations), eps 0.3, step 0.01, 40 steps.
 - MART (Wang et al. 2020): BCE(f(x'), y) + beta KL(f(x) || f(x')) (1 - f_y(x)), x' by PGD on the
-  cross-entropy, where BCE adds -log(1 - the largest wrong-class probability) to the cross-entropy,
-  so examples the model misclassifies weigh more in the robustness term. CIFAR-10: beta 6, eps 8/255,
-  step 2/255, 10 steps; MNIST: eps 0.3, step 0.01, 40 steps.
+  cross-entropy from x + 0.001 N(0, 1) (their reference code's start), where BCE adds -log(1 - the
+  largest wrong-class probability) to the cross-entropy, so examples the model misclassifies weigh
+  more in the robustness term. CIFAR-10: beta 6, eps 8/255, step 2/255, 10 steps; MNIST: eps 0.3,
+  step 0.01, 40 steps.
 - IBP (Gowal et al. 2018) and CROWN-IBP (Zhang et al. 2020): kappa CE(f(x), y) + (1 - kappa) CE of
   the worst-case logits over the eps-ball, bounded by interval bound propagation (mixed with
   CROWN-IBP's bounds by beta); eps, kappa and beta follow the regime's schedule over the round

@@ -41,7 +41,24 @@ def boosting_lines(trials: pd.DataFrame) -> list[str]:
         f"(sparsity {best['final_sparsity']:.0%}) reached it in "
         f"{best['ticket_epochs_to_target']:g} epochs, the reference in {best['dense_epochs_to_target']:g} "
         f"({best['epoch_speedup']:.2f}x fewer); in example-passes with finding: {_speedup(best)}")
+    others = [f"{label} {best[column]:.2f}x fewer epochs" if _finite(best.get(column)) else f"{label} not reached"
+              for column, label in (("epoch_speedup_matched", "against dense at its own lr"),
+                                    ("epoch_speedup_best_dense", "against the best dense network"))
+              if _asked(finished, column)]
+    if others:
+        lr = best.get("best_dense_lr")
+        lines.append("  " + "; ".join(others) + (f" (the best dense lr: {lr:g})" if _finite(lr) else ""))
     return lines
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isnan(value)
+
+
+def _asked(trials: pd.DataFrame, column: str) -> bool:
+    """Whether the trials' spec asked for the comparison `column` measures (a config column is true)."""
+    field = "config.reference.matched" if column.endswith("_matched") else "config.reference.best_of"
+    return field in trials and trials[field].astype(str).isin(["", "None", "nan", "False"]).eq(False).any()
 
 
 def _no_verdict_lines(trials: pd.DataFrame) -> list[str]:

@@ -77,14 +77,44 @@ def _figure(row: pd.Series, column: str) -> str:
 
 
 def _headline(table: pd.DataFrame) -> str:
-    """The fastest configuration whose every seed reached the target, by the lower end of its epoch
-    speed-up's interval; "faster" only when that lower end is above 1."""
+    """The confirmed configuration with the highest lower bound on its epoch speed-up over the
+    reference, among those whose every seed reached the target, against each dense network: faster
+    only when the interval's lower end is above 1, slower when its upper end is below 1."""
     complete = table[(table["reached"] == table["seeds"]) & (table["seeds"] > 0)]
     if complete.empty:
         return "  confirmed: no configuration reached the target at every seed"
     key = complete["epoch_speedup_low"].fillna(complete["epoch_speedup_mean"])
     best = complete.loc[key.idxmax()]
-    low, mean = best["epoch_speedup_low"], best["epoch_speedup_mean"]
-    verdict = ("faster than the reference" if not math.isnan(low) and low > 1
-               else "not shown faster than the reference (its interval reaches 1 or below)")
-    return f"  confirmed: {best['confirms']} is {verdict}: {mean:.2f}x fewer epochs to the target over {best['seeds']} seeds"
+    verdicts = [f"{label}: {_verdict(best, column)}" for column, label in HEADLINE if f"{column}_mean" in best]
+    return f"  confirmed: {best['confirms']} ({best['seeds']} seeds), in epochs to the target; " + "; ".join(verdicts)
+
+
+# The comparisons of the headline, in epochs to each one's target (finding excluded).
+HEADLINE = (("epoch_speedup", "against the reference"), ("epoch_speedup_matched", "against dense at its own lr"),
+            ("epoch_speedup_best_dense", "against the best dense network"))
+
+
+def _verdict(row: pd.Series, column: str) -> str:
+    mean, low, high = row[f"{column}_mean"], row[f"{column}_low"], row[f"{column}_high"]
+    if math.isnan(mean):
+        return "not reached at any seed"
+    if math.isnan(low):
+        return f"{mean:.2f}x (one seed reached it: no interval)"
+    word = "faster" if low > 1 else "slower" if high < 1 else "not shown faster (the interval spans 1)"
+    return f"{mean:.2f}x [{low:.2f}, {high:.2f}], {word}"
+
+
+def confirmation_section(trials: pd.DataFrame) -> list[str]:
+    """The report's account of the confirmation: its lines, and the table of every speed-up per
+    configuration (mean [95% interval] over its seeds; the search's own figure beside it)."""
+    table = confirmation_table(trials)
+    if table.empty:
+        return []
+    lines = ["", "## Confirmation on fresh seeds", ""] + [line.strip() for line in confirmation_lines(trials)]
+    columns = [(column, label) for column, label in SPEEDUPS if f"{column}_mean" in table]
+    lines += ["", "| configuration | seeds reached | " + " | ".join(label for _, label in columns) + " |",
+              "|---|---|" + "---|" * len(columns)]
+    for _, row in table.iterrows():
+        cells = [_figure(row, column) if not math.isnan(row[f"{column}_mean"]) else "–" for column, _ in columns]
+        lines.append(f"| `{row['confirms']}` | {row['reached']} of {row['seeds']} | " + " | ".join(cells) + " |")
+    return lines

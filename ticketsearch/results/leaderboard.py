@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ticketsearch.errors import UserError
+from ticketsearch.results.intervals import wilson
 from ticketsearch.results.pareto import pareto_mask, spec_objectives
 from ticketsearch.results.repeats import SEED_AXIS, aggregate_seeds, seeds_vary
 from ticketsearch.results.store import SearchResults
@@ -17,6 +18,25 @@ from ticketsearch.results.store import SearchResults
 METRIC_COLUMNS = ("epochs_trained", "final_sparsity", "final_val_clean_acc", "final_val_robust_acc",
                   "robust_auc", "objective", "test_clean_acc", "test_robust_acc", "epoch_speedup", "speedup",
                   "speedup_amortized")
+
+# The test accuracies the leaderboard shows, each followed by its 95% Wilson interval (`<column>_low`,
+# `<column>_high`, results/intervals.py), and the images they rest on (`test_examples`).
+TESTED = ("test_clean_acc", "test_robust_acc")
+FOLLOWING = {"test_clean_acc": ("test_clean_acc_low", "test_clean_acc_high"),
+             "test_robust_acc": ("test_robust_acc_low", "test_robust_acc_high", "test_examples")}
+
+
+def with_intervals(trials: pd.DataFrame) -> pd.DataFrame:
+    """`trials` with the 95% Wilson interval of each of TESTED it holds, from its `test_examples`."""
+    if "test_examples" not in trials:
+        return trials
+    count = pd.to_numeric(trials["test_examples"], errors="coerce")
+    out = trials.assign(test_examples=count)
+    for column in (c for c in TESTED if c in trials):
+        bounds = [wilson(a, n) for a, n in zip(pd.to_numeric(trials[column], errors="coerce"), count)]
+        out[f"{column}_low"] = [low for low, _ in bounds]
+        out[f"{column}_high"] = [high for _, high in bounds]
+    return out
 
 
 def completed_first(trials: pd.DataFrame) -> pd.DataFrame:
@@ -56,7 +76,8 @@ def leaderboard(results: SearchResults, *, top: int | None = None, sort: str | N
         ranked = completed_first(ranked)
     if "pareto" in ranked:
         ranked = ranked.sort_values("pareto", ascending=False, kind="stable")
-    ranked = ranked[columns]
+    ranked = with_intervals(ranked)
+    ranked = ranked[[c for shown in columns for c in (shown, *FOLLOWING.get(shown, ())) if c in ranked]]
     ranked = ranked.rename(columns={c: c.removeprefix("config.") for c in space})
     return (ranked.head(top) if top else ranked).reset_index(drop=True)
 

@@ -26,8 +26,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from ticketsearch.errors import UserError
 from ticketsearch.results.boosting import boosting_section, plot_curves_by_sparsity, plot_speedup_across_space
+from ticketsearch.results.confirmation import confirmation_section
 from ticketsearch.results.certified import certified_section
 from ticketsearch.results.double_win import double_win_section
+from ticketsearch.results.intervals import interval_of
 from ticketsearch.results.leaderboard import completed_first
 from ticketsearch.results.pareto import pareto_section
 from ticketsearch.results.repeats import repeats_section
@@ -64,7 +66,9 @@ def write_report(out: str | Path, top: int = 3) -> Path:
     results = load(out)
     if results.epochs.empty:
         raise UserError(f"{results.out}: no epoch records yet (epochs/ is empty); nothing to report")
-    epochs = results.epochs.drop_duplicates(["trial_id", "round", "phase", "epoch"], keep="last")
+    # One record per epoch of a trial's path (several dense networks of one phase, best_of, share round
+    # and epoch numbers; the global epoch tells them apart).
+    epochs = results.epochs.drop_duplicates(["trial_id", "global_epoch"], keep="last")
     metric, mode = _objective(results)
     trials = _trials_table(results, epochs, metric)
     ranked = _ranked(trials, mode)
@@ -79,6 +83,7 @@ def write_report(out: str | Path, top: int = 3) -> Path:
     lines += double_win_section(trials, mode)
     lines += pareto_section(trials, results.search.get("spec", {}))
     lines += boosting_section(trials)
+    lines += confirmation_section(trials)
     lines += certified_section(trials)
     lines += repeats_section(trials, list(space), mode)
     transfer = bool(epochs["phase"].str.startswith(FINETUNE).all())
@@ -233,8 +238,9 @@ def _header(results: SearchResults, trials: pd.DataFrame, metric: str, mode: str
     if len(tested):  # how many test images every test figure stands on (AutoAttack's cost sets it)
         counts = sorted({int(n) for n in tested})
         autoattack = _col(trials, "test_autoattack_acc").notna().any()
-        lines.append(f"- test split: {' / '.join(map(str, counts))} images per finished ticket, under `attack.eval`"
-                     + (" and AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square)" if autoattack else ""))
+        lines.append(f"- test split: n = {' / '.join(map(str, counts))} images per finished ticket, under `attack.eval`"
+                     + (" and AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square)" if autoattack else "")
+                     + "; each test accuracy with its 95% Wilson interval over those images")
     return lines
 
 
@@ -243,23 +249,34 @@ def _leaderboard(ranked: pd.DataFrame, space: dict[str, Any], metric: str) -> li
         return ["_No trial has reported its objective yet._"]
     factor, _ = _scale(metric)
     headers = ["#", "trial", "status", *space, metric + (" (%)" if factor == 100 else ""), "sparsity (%)",
-               "val clean (%)", "val robust (%)", "test clean (%)", "test robust (%)", "speed-up"]
+               "val clean (%)", "val robust (%)", "test clean (%) [95%]", "test robust (%) [95%]", "test images",
+               "speed-up"]
     rows = []
-    accuracies = ("final_sparsity", "final_val_clean_acc", "final_val_robust_acc", "test_clean_acc", "test_robust_acc")
+    accuracies = ("final_sparsity", "final_val_clean_acc", "final_val_robust_acc")
     for rank, row in enumerate(ranked.head(LEADERBOARD_ROWS).to_dict("records"), start=1):
         objective = f"{row['objective'] * factor:.1f}" if factor == 100 else _fmt(row["objective"])
         rows.append([
             str(rank), f"`{row['trial_id']}`", row["status"], *(_fmt(row.get(f"config.{p}")) for p in space),
             objective, *(_fmt(row.get(c), percent=True) for c in accuracies),
+            *(_tested(row, c) for c in ("test_clean_acc", "test_robust_acc")),
+            _fmt(row.get("test_examples"), digits=".0f"),
             _fmt(row.get("speedup"), digits=".2f", suffix="×"),
         ])
     lines = _table(headers, rows)
     if len(ranked) > LEADERBOARD_ROWS:
         lines += ["", f"_{len(ranked) - LEADERBOARD_ROWS} more trials in `trials.parquet`._"]
     note = ("Sparsity and validation accuracies are at the trial's last epoch; test accuracies are measured once, "
-            "on the finished ticket; speed-up is the dense reference's example-passes to its robust accuracy over "
-            "(finding + ticket passes to it).")
+            "on the finished ticket, on n = `test images` images, with their 95% Wilson interval in brackets "
+            "(the sampling of the images only, not of the seed); speed-up is the dense reference's example-passes "
+            "to its robust accuracy over (finding + ticket passes to it).")
     return [*lines, "", note]
+
+
+def _tested(row: dict[str, Any], column: str) -> str:
+    """A test-split accuracy in %, with its 95% Wilson interval from the images it rests on."""
+    low, high, _ = interval_of(row, column)
+    cell = _fmt(row.get(column), percent=True)
+    return cell if math.isnan(low) else f"{cell} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def _failures(trials: pd.DataFrame) -> list[str]:

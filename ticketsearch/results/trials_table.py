@@ -36,10 +36,17 @@ def new_row(trial_id: str, config: TrialConfig, defaults: Mapping[str, Any], sta
 def amortize(frame: pd.DataFrame) -> pd.DataFrame:
     """`speedup_amortized`: the speed-up with the cost of finding a ticket shared among the trials that
     share it (the same finding level: a pruning-ratio sweep prunes one dense round many ways), which
-    only the table of all trials knows. It is what a search that finds many tickets pays per ticket."""
-    if "find_level" not in frame or "dense_passes_to_target" not in frame:
+    only the table of all trials knows. It is what a search that finds many tickets pays per ticket.
+
+    The cost is divided only among the trials pruned from that finding round once it had finished:
+    those whose path reached their ticket's round (`final_round` is `prune.rounds`), whether they then
+    completed, stopped early or failed. A trial that errored, or was stopped or still waits, before
+    its finding round ended got no ticket from it and takes no share."""
+    if not {"find_level", "dense_passes_to_target", "final_round", "config.prune.rounds"} <= set(frame):
         return frame
-    sharing = frame.groupby("find_level")["trial_id"].transform("count").where(frame["find_level"] != "")
+    reached = pd.to_numeric(frame["final_round"], errors="coerce")
+    pruned = (frame["find_level"] != "") & (reached >= pd.to_numeric(frame["config.prune.rounds"], errors="coerce"))
+    sharing = pruned.groupby(frame["find_level"]).transform("sum").where(pruned)
     frame["speedup_amortized"] = frame["dense_passes_to_target"] / (
         frame["find_passes"] / sharing + frame["ticket_passes_to_target"])
     return frame

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ticketsearch.results.boosting import boosting_lines
 from ticketsearch.results.confirmation import confirmation_lines
+from ticketsearch.results.intervals import accuracy_text
 from ticketsearch.results.leaderboard import completed_first
 from ticketsearch.spec import Spec
 
@@ -22,7 +23,10 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = 
     trials = pd.read_parquet(out / "trials.parquet") if (out / "trials.parquet").is_file() else pd.DataFrame()
     objective = spec.default_trial.objective
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
-    echo(f"search {spec.name}: {len(trials)} trials (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
+    confirming = trials[trials["stage"] == "confirm"] if "stage" in trials else trials.iloc[0:0]
+    searched = trials.drop(confirming.index)
+    echo(f"search {spec.name}: {len(searched)} trials ({_statuses(searched)})"
+         + (f" and {len(confirming)} confirmation trials ({_statuses(confirming)})" if len(confirming) else ""))
     ranked = trials[trials["objective"].notna()] if len(trials) else trials
     if "stage" in ranked:  # the search's best; its confirmation follows (results/confirmation.py)
         ranked = ranked[ranked["stage"] == "search"]
@@ -36,8 +40,9 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = 
                  ("final_val_robust_acc", "val robust"), ("test_clean_acc", "test clean"),
                  ("test_robust_acc", "test robust"), ("test_certified_acc", "test certified"),
                  ("speedup", "speed-up incl. finding")]
-        echo("  " + ", ".join(f"{label} {best[k]:.3f}" for k, label in shown
-                              if isinstance(best.get(k), float) and not math.isnan(best[k])))
+        # Test-split accuracies with their 95% Wilson interval and image count (results/intervals.py).
+        echo("  " + ", ".join(f"{label} {accuracy_text(best, k) if k.startswith('test_') else format(best[k], '.3f')}"
+                              for k, label in shown if isinstance(best.get(k), float) and not math.isnan(best[k])))
     for line in boosting_lines(trials) + confirmation_lines(trials):
         echo(line)
     echo(f"results: {out}/epochs (pandas.read_parquet), {out}/trials.parquet; "
@@ -50,3 +55,8 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = 
         last = trials.loc[trials["status"] == "error", "error"].iloc[-1]
         echo(f"search {spec.name} failed: every trial ended in error ({errors}); the last error: {last}")
     return {"trials": len(trials), "statuses": counts, "best": best, "out": str(out), "failed": failed}
+
+
+def _statuses(trials: pd.DataFrame) -> str:
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))

@@ -51,6 +51,11 @@ CROWN_IBP_EXTRA_PASSES = 12  # its backward bound pass carries a row per other c
 def passes_per_example(regime: AttackConfig, start: float = 0.0, end: float = 1.0) -> float:
     """Forward+backward passes per training example: the attack's gradient steps plus the update's.
 
+    TRADES and MART update on a clean pass and an adversarial pass (their losses need f(x) and f(x')),
+    so a step costs k attack steps + 2 (TRADES-10, MART-10: 12), PGD-k's k + 1. TRADES' attack also
+    runs a clean forward without a backward for its KL target f(x) (torchattacks' TPGD): about a third
+    of a pass more (a backward costs about two forwards), not counted, so its count is a lower bound.
+
     Certified regimes (ibp, crown_ibp) cost what their schedule runs, so this is their mean over the
     steps from `start` to `end` (shares of the round): a warm-up step is a clean step (1), a step on
     IBP bounds `IBP_STEP_PASSES`, and a CROWN-IBP step adds `CROWN_IBP_EXTRA_PASSES` while its beta is
@@ -65,7 +70,9 @@ def passes_per_example(regime: AttackConfig, start: float = 0.0, end: float = 1.
         if end <= start:
             return next((cost for lo, hi, cost in phases if lo <= start < hi), IBP_STEP_PASSES)
         return sum(max(0.0, min(end, hi) - max(start, lo)) * cost for lo, hi, cost in phases) / (end - start)
-    return 1 + (regime.steps if regime.kind in ("pgd", "trades", "mart") else 1)
+    if regime.kind in ("trades", "mart"):  # k steps, the adversarial pass and the clean pass
+        return regime.steps + 2
+    return 1 + (regime.steps if regime.kind == "pgd" else 1)
 
 
 @dataclass(frozen=True)
