@@ -22,7 +22,8 @@ from ticketsearch.results.certified import certified_section
 from ticketsearch.results.trials_table import follow, new_row
 from ticketsearch.spec import AttackConfig
 from ticketsearch.trainers import check_config, create_trainer, summary_defaults
-from ticketsearch.trainers.engine import evaluate_test_split, evaluation_key, passes_per_example
+from ticketsearch.trainers.engine import evaluate_test_split, passes_per_example
+from ticketsearch.trainers.level_spec import Evaluation
 
 from tiny import tiny_config
 
@@ -85,7 +86,7 @@ def test_certified_columns_have_one_home_and_one_schema(trained):
     without = evaluate_test_split(model, trainer.data, tiny_config(**{**CERTIFIED, "certify": None,
                                                                       "objective": {"metric": "robust_auc"}}))
     assert not any("certified" in key for key in without)
-    assert "certified_eps" not in evaluation_key(tiny_config()) and "certified_eps" in evaluation_key(config)
+    assert Evaluation.of(tiny_config()).certified_eps is None and Evaluation.of(config).certified_eps == config.certify.eps
 
 
 def test_certified_passes_follow_the_schedule():

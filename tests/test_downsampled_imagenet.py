@@ -101,7 +101,9 @@ def test_imp_on_downsampled_imagenet_from_1000_class_weights(tmp_path):
         "prune.ratio": 0.5, "prune.rounds": 2, "prune.find_epochs": 1})
     trainer = create_trainer(config, levels_dir=tmp_path / "cache")
     records = list(trainer)
-    assert [r.phase for r in records] == ["finetune_standard"]
+    # Two IMP rounds on the source, the dense network fine-tuned, the ticket fine-tuned.
+    assert [(r.role, r.phase) for r in records] == [("find", "find"), ("find", "find"),
+                                                    ("reference", "finetune_standard"), ("ticket", "finetune_standard")]
     assert trainer.sparsity == pytest.approx(1 - 0.5 ** 2, abs=1e-3)
     summary = trainer.summary()
     assert np.isfinite(summary["source_val_clean_acc"]) and summary["find_seconds"] > 0

@@ -116,8 +116,11 @@ def test_cpu_default_is_fp32_uncompiled_and_reproducible(digits):
     assert first.fastpath == FP32 and first.forward is first.model
     explicit = create_trainer(tiny_config(**{"train.epochs": 1, "trainer.test_eval": False, "prune.rounds": 0,
                                               "train.precision": "fp32"}), digits)
-    # two separate runs, the default and fp32 spelled out: the same records to the last bit
-    assert comparable(list(first)) == comparable(list(explicit))
+    # Two separate runs, the default and fp32 spelled out: two levels (a level's name holds the precision
+    # asked for), the same records to the last bit (its random stream does not).
+    default, fp32 = comparable(list(first)), comparable(list(explicit))
+    assert default[0]["level"] != fp32[0]["level"]
+    assert [{**r, "level": ""} for r in default] == [{**r, "level": ""} for r in fp32]
 
 
 def test_compiled_forward_shares_parameters_and_agrees():

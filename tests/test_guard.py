@@ -32,7 +32,7 @@ def test_the_guard_rolls_back_to_the_last_epoch_that_passed():
                  attack_for=lambda config: asked.append(config) or (lambda x, y: x),
                  images=data.train_x, labels=data.train_y, fastpath=FastPath("cpu"))
     accuracy, fired, action = guard.after_epoch(FGSM, **check)
-    assert accuracy > 0.6 and not fired and action == ""
+    assert accuracy > 0.5 and not fired and action == ""  # trained: chance is 0.1
     assert asked == [AttackConfig(kind="pgd", eps=0.1, steps=10)]  # attack.eval's threat model, guard's steps
     passed = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
@@ -55,7 +55,7 @@ def test_transfer_fine_tuning_runs_the_guard(tmp_path):
     torch.save(pretrained.ticket_state["weights"], weights)
     guard = {"attack.guard": {"enabled": "on", "action": "record"}}
     trainer = create_trainer(transfer_config({"file": str(weights)}, **guard), levels_dir=tmp_path / "cache")
-    records = list(trainer)
+    records = [r for r in trainer if r.role == "ticket"]
     by_phase = {r.phase: r for r in records}
     assert math.isnan(by_phase["finetune_standard"].guard_robust_acc)  # natural: nothing to guard
     assert 0 <= by_phase["finetune_adversarial"].guard_robust_acc <= 1  # PGD, with the guard switched on

@@ -56,7 +56,7 @@ def test_imp_on_digits_learns_and_prunes_to_the_expected_sparsity(digits):
 def test_find_regime_differs_adds_the_dense_baseline_under_the_final_regime(digits):
     # lr 0.2: one epoch takes the reference above chance (at lr 0.05 it ends at 15% robust: no verdict)
     config = tiny_config(**{"prune.find_with": {"fgsm": {"eps": 0.1}}, "train.epochs": 1, "train.lr": 0.2})
-    assert [(s.round, s.phase, s.recipe.regime.kind) for s in plan_levels(config)] == [
+    assert [(s.round, s.phase, s.level.recipe.regime.kind) for s in plan_levels(config)] == [
         (0, "dense", "fgsm"), (0, "baseline", "pgd"), (1, "ticket", "pgd")]
     trainer = create_trainer(config, digits)
     records = list(trainer)

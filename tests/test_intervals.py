@@ -66,7 +66,7 @@ def test_the_search_summary_shows_intervals(tmp_path):
 
 
 def test_results_and_the_report_give_the_interval_and_the_images(tmp_path):
-    from ticketsearch.results.report import _leaderboard
+    from ticketsearch.results.report_text import leaderboard_lines
 
     trials = pd.DataFrame([_summary(trial_id="a", objective=0.5),
                            _summary(trial_id="b", objective=0.4, test_clean_acc=math.nan, test_robust_acc=math.nan,
@@ -80,7 +80,7 @@ def test_results_and_the_report_give_the_interval_and_the_images(tmp_path):
         "test_robust_acc", "test_robust_acc_low", "test_robust_acc_high", "test_examples"]
     assert (board.loc[0, "test_robust_acc_low"], board.loc[0, "test_robust_acc_high"]) == pytest.approx(wilson(0.5, 360))
     assert math.isnan(board.loc[1, "test_clean_acc_low"])
-    lines = _leaderboard(trials, {}, "robust_auc")
+    lines = leaderboard_lines(trials, {}, "robust_auc")
     assert "| test clean (%) [95%] | test robust (%) [95%] | test images |" in lines[0]
     assert "| 87.7 [83.9, 90.7] | 50.0 [44.9, 55.1] | 360 |" in lines[2]
     assert "| – | – | – |" in lines[3]

@@ -12,7 +12,8 @@ import pytest
 
 from ticketsearch.cli import main
 from ticketsearch.errors import UserError
-from ticketsearch.results.report import _pareto_front, write_report
+from ticketsearch.results.report import write_report
+from ticketsearch.results.report_plots import pareto_front
 from ticketsearch.single_trial import run_one_trial
 
 from tiny import tiny_config
@@ -108,7 +109,7 @@ def test_single_trial_from_train_has_a_report_without_search_plots(tmp_path):
 
 def test_pareto_front_keeps_the_points_no_other_beats_in_both():
     points = np.array([[0.5, 0.6], [0.8, 0.5], [0.5, 0.4], [0.2, 0.7], [0.8, 0.3], [0.1, 0.7]])
-    assert list(_pareto_front(points)) == [3, 0, 1]
+    assert list(pareto_front(points)) == [3, 0, 1]
 
 
 def test_no_records_is_a_clear_error(tmp_path):

@@ -22,7 +22,7 @@ def test_leaderboard_formats(finished_search, capsys):
     assert main(["results", str(out), "--format", "json", "--top", "2"]) == 0
     rows = json.loads(capsys.readouterr().out)
     trials = pd.read_parquet(out / "trials.parquet")
-    assert len(rows) == 2 and rows[0]["objective"] == trials["objective"].max()
+    assert len(rows) == 2 and rows[0]["objective"] == pytest.approx(trials["objective"].max())
     assert {"train.lr", "prune.ratio", "model.width", "final_val_robust_acc"} <= set(rows[0])
     assert main(["results", str(out), "--format", "csv", "--sort", "final_sparsity", "--top", "0"]) == 0
     table = capsys.readouterr().out.splitlines()

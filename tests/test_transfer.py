@@ -74,7 +74,11 @@ def run(config, **kwargs):
 
 def test_masks_stay_exact_and_the_classifier_is_new(source_model):
     trainer, records = run(transfer_config({"file": source_model["file"]}))
-    assert [r.phase for r in records] == ["finetune_standard", "finetune_adversarial"]
+    # The dense network fine-tuned under each regime (the ticket's reference), then the ticket.
+    assert [(r.role, r.phase) for r in records] == [("reference", "finetune_standard"),
+                                                    ("reference", "finetune_adversarial"),
+                                                    ("ticket", "finetune_standard"), ("ticket", "finetune_adversarial")]
+    assert [r.global_epoch for r in records] == [1, 2, 3, 4] and records[0].sparsity == 0 < records[2].sparsity
     assert trainer.model.classifier.out_features == 3  # digits 5, 6, 7; the source had 5 classes
     assert all(name.endswith("weight") and trainer.weights[name].dim() == 4 for name in trainer.mask.tensors)
     assert trainer.sparsity == pytest.approx(0.6, abs=1e-3)
@@ -145,11 +149,12 @@ def test_dense_baseline_is_computed_once_for_a_shared_setting(source_model, tmp_
     first, _ = run(transfer_config({"file": source_model["file"]}), levels_dir=tmp_path)
     second, _ = run(transfer_config({"file": source_model["file"]}, **{"prune.ratio": 0.8}), levels_dir=tmp_path)
     assert not first.summary()["dense_reused"] and second.summary()["dense_reused"]
-    assert len(list(tmp_path.glob("finetune_dense-*/result.pt"))) == 1
+    dense = lambda trainer: {s.level.name for s in trainer.plan if s.role == "reference"}  # noqa: E731
+    assert dense(first) == dense(second) and len(dense(first)) == 2  # one level per fine-tuning regime
     assert first.dense_results == second.dense_results
     other_lr, _ = run(transfer_config({"file": source_model["file"]}, **{"train.lr": 0.02}), levels_dir=tmp_path)
     assert not other_lr.summary()["dense_reused"]  # another fine-tuning lr is another dense setting
-    assert len(list(tmp_path.glob("finetune_dense-*/result.pt"))) == 2
+    assert not dense(other_lr) & dense(first)
 
 
 def test_double_win_verdict_follows_the_numbers(source_model):
@@ -274,24 +279,28 @@ def test_offline_transfer_search_end_to_end(tmp_path):
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}
     assert trials["double_win"].dtype == bool
     assert sorted(trials["config.data.fraction"]) == [0.1, 0.1, 1.0, 1.0]
-    # One dense baseline per fraction, shared by the two sparsities; one pre-training for all.
-    assert trials["dense_reused"].sum() == 2
-    assert len(list((out / "levels").glob("finetune_dense-*/result.pt"))) == 2 and len(list((out / "levels").glob("pretrain-*/result.pt"))) == 1
+    # One dense fine-tuning per fraction and regime, trained once and shared by the two sparsities (a
+    # trial waiting on one regime's level trains the other's); one pre-training for all.
+    dense = epochs[epochs["role"] == "reference"]
+    assert dense.groupby("level")["reused"].apply(lambda reused: (~reused).sum()).eq(1).all()
+    references = {level for level in epochs.loc[epochs["role"] == "reference", "level"]}
+    assert len(references) == 2 * 2 and len(list((out / "levels").glob("pretrain-*/result.pt"))) == 1
     # One IMP path of 2 rounds for all four trials: of their 1 + 2 + 1 + 2 rounds, only 2 were computed.
-    assert len(list((out / "levels").glob("source_imp-*/result.pt"))) == 2 and trials["imp_rounds_reused"].sum() == 4
-    assert len(epochs) == 4 * 2 and set(epochs["phase"]) == {"finetune_standard", "finetune_adversarial"}
+    assert len(list((out / "levels").glob("source_round-*/result.pt"))) == 2 and trials["imp_rounds_reused"].sum() == 4
+    ticket = epochs[epochs["role"] == "ticket"]
+    assert len(ticket) == 4 * 2 and set(ticket["phase"]) == {"finetune_standard", "finetune_adversarial"}
     assert trials["objective"].equals(trials["double_win_margin"])
     # Each trial's dense baseline, epoch by epoch beside its own: the same phases and epochs, and the
     # trials sharing a baseline carry the same numbers.
     dense = load(out).dense_epochs
     assert sorted(dense["trial_id"].unique()) == sorted(trials["trial_id"])
-    assert (dense.groupby("trial_id").size() == 2).all() and set(dense["phase"]) == set(epochs["phase"])
-    assert dense["sparsity"].eq(0).all() and not epochs["sparsity"].eq(0).any()
+    assert (dense.groupby("trial_id").size() == 2).all() and set(dense["phase"]) == set(ticket["phase"])
+    assert dense["sparsity"].eq(0).all() and not ticket["sparsity"].eq(0).any()
     shared = dense.merge(trials[["trial_id", "config.data.fraction"]], on="trial_id")
     assert (shared.groupby(["config.data.fraction", "phase"])["val_robust_acc"].nunique() == 1).all()
     for trial_id in trials["trial_id"]:
         tags = EventAccumulator(str(out / "tensorboard" / trial_id)).Reload().Tags()["scalars"]
-        assert "val/robust_acc" in tags and "dense/val/robust_acc" in tags
+        assert "val/robust_acc" in tags and "reference/val/robust_acc" in tags
     assert main(["report", str(out)]) == 0
     report = (out / "report" / "report.md").read_text()
     assert "Double-win" in report
@@ -301,8 +310,8 @@ def test_offline_transfer_search_end_to_end(tmp_path):
 
 
 def test_train_writes_the_dense_baseline_beside_the_trial(source_model, tmp_path):
-    """`ticketsearch train` on a transfer spec: the dense baseline's epochs in dense_epochs/ and in the
-    trial's TensorBoard run under dense/."""
+    """`ticketsearch train` on a transfer spec: the dense baseline's epochs among the trial's (role
+    reference) and in the trial's TensorBoard run under reference/."""
     import yaml
 
     spec = tmp_path / "transfer.yaml"
@@ -310,8 +319,9 @@ def test_train_writes_the_dense_baseline_beside_the_trial(source_model, tmp_path
     out = tmp_path / "trial"
     assert main(["train", str(spec), "--out", str(out), "--device", "cpu"]) == 0
     results = load(out)
-    assert len(results.dense_epochs) == len(results.epochs) == 2  # one epoch per fine-tuning regime
-    assert list(results.dense_epochs["phase"]) == list(results.epochs["phase"])
-    assert results.dense_epochs["sparsity"].eq(0).all() and results.epochs["sparsity"].gt(0).all()
+    ticket = results.epochs[results.epochs["role"] == "ticket"]
+    assert len(results.dense_epochs) == len(ticket) == 2  # one epoch per fine-tuning regime
+    assert list(results.dense_epochs["phase"]) == list(ticket["phase"])
+    assert results.dense_epochs["sparsity"].eq(0).all() and ticket["sparsity"].gt(0).all()
     run_dir = next((out / "tensorboard").iterdir())
-    assert "dense/val/robust_acc" in EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
+    assert "reference/val/robust_acc" in EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]

@@ -17,9 +17,9 @@ from ticketsearch.errors import UserError
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*unreadable.*")  # printed once, as one line each
     try:
+        args = parser.parse_args(argv)  # inside: an option's own check raises a UserError (`_count`)
         return args.handler(args)
     except UserError as error:
         print(f"ticketsearch: error: {error}", file=sys.stderr)
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(train)
     train.add_argument("--out", help="output directory (default: runs/<name>-<config hash>)")
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    train.add_argument("--threads", type=_count("--threads"), help="torch CPU threads (default: torch's)")
     train.add_argument("--resume", action="store_true", help="continue the trial saved in --out")
     train.set_defaults(handler=_train)
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: start Ray here)")
     run.add_argument("--out", help="output directory (default: runs/<name>-<spec hash>)")
     run.add_argument("--resume", action="store_true", help="continue the interrupted search in --out")
-    run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    run.add_argument("--num-cpus", type=_count("--num-cpus"), help="CPUs of the embedded Ray (default: all)")
     run.add_argument("--storage", metavar="URI",
                      help="where checkpoints go: a path every node mounts (NFS) or an s3:// or gs:// URI "
                           "(default: <out>/ray; --resume finds the search's own)")
@@ -86,6 +86,20 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="PATH=VALUE",
         help="fix a spec field, e.g. --set train.lr=0.05 --set attack.train.eps=8/255 (repeatable)",
     )
+
+
+def _count(option: str):
+    """An argparse type for a count of threads or CPUs: a whole number of at least 1. Without it `train`
+    would ignore --threads 0 and fail with a traceback on a negative count, and `run` would start Ray
+    with no CPU for any trial."""
+
+    def read(text: str) -> int:
+        if not text.isdecimal() or int(text) < 1:
+            raise UserError(f"{option}: {text!r} is not a count; accepted: a whole number of at least 1, or leave it "
+                            "out for the default")
+        return int(text)
+
+    return read
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -13,10 +13,12 @@ from typing import Any, Sequence
 from ticketsearch.spec.objectives import PER_EPOCH_OBJECTIVES
 
 NAN = float("nan")
-# Phases of the dense networks a ticket is compared with (trainers/imp.py): the reference ("baseline"),
-# dense at the ticket's own lr ("matched") and at each of reference.best_of ("best_of"). Never the path.
-REFERENCE_PHASES = ("baseline", "matched", "best_of")
-
+# What a level is to the trial that plays it (`EpochRecord.role`): a level its ticket is found from
+# (pre-training; IMP's dense and finding rounds; IMP on a source task), the ticket itself (the network
+# the trial is judged by), or a dense network it is compared with: the reference that sets the target,
+# dense at the ticket's own learning rate (`matched`), dense at one of reference.best_of.
+ROLES = ("pretrain", "find", "ticket", "reference", "matched", "best_of")
+COMPARISON_ROLES = ("reference", "matched", "best_of")  # never the trial's own path
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class EpochRecord:
     round: int  # IMP round: 0 is dense; sparsity 1-(1-p)^round
     # IMP: dense (round 0, under the finding regime), find (rounds 1..R-1), ticket (round R, under
     # attack.train), baseline (the dense reference under attack.train), matched and best_of (the other
-    # dense networks it is compared with: REFERENCE_PHASES); transfer: finetune_standard,
+    # dense networks it is compared with); transfer: finetune_standard,
     # finetune_adversarial (the ticket fine-tuned downstream).
     phase: str
     epoch: int  # 1-based within the round
@@ -51,8 +53,11 @@ class EpochRecord:
     convergence_gap: float = NAN
     # Certified accuracy (IBP at certify.eps) on the validation images (NaN unless certify.every_epoch).
     val_certified_acc: float = NAN
-    # The level the epoch belongs to (trainers/levels.py): its name, a hash of what it read.
+    # The level the epoch belongs to (trainers/level_spec.py): its name, a hash of what it read.
     level: str = ""
+    # What the level is to this trial (trainers/level_spec.py ROLES): pretrain, find, ticket, reference,
+    # matched or best_of. Results read roles, never phases.
+    role: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,14 +78,13 @@ TICKET_EPOCH = "ticket_epoch"
 def objective_value(metric: str, records: Sequence[EpochRecord], summary: dict[str, Any] | None) -> float:
     """The objective after the latest record, as a search reports it and `train` records it.
 
-    A per-epoch metric follows the trial's path, not the dense reference ("baseline") it is measured
-    against; a trial-level one comes from the `summary` of a finished trial (None while it runs: NaN).
+    A per-epoch metric follows the trial's path, not the dense networks it is measured against; a trial-level one comes from the `summary` of a finished trial (None while it runs: NaN).
     A ticket that never reached the reference's target gets a finite value that ranks it below every
     ticket that did, and orders such tickets by how close they came (`unreached_value`), so a
     searcher learns from it rather than discarding it as failed.
     """
     if metric in PER_EPOCH_OBJECTIVES:
-        main = [r for r in records if r.phase not in REFERENCE_PHASES]
+        main = [r for r in records if r.role not in COMPARISON_ROLES]
         return float(getattr(main[-1], metric)) if main else NAN
     if summary is None:
         return NAN
@@ -289,11 +293,11 @@ CONVERGENCE_COLUMNS = (
 def path_summary(records: Sequence[EpochRecord]) -> dict[str, Any]:
     """What a trial's records say so far, running or finished: the one place these columns are computed.
 
-    The path is every record but the dense reference's ("baseline"); its last record is the trial's
+    The path is every record but those of the dense networks it is compared with; its last record is the trial's
     current ticket. `trained_*` counts what this trial trained itself, `reused_*` what it took from
     levels other trials trained.
     """
-    main = [r for r in records if r.phase not in REFERENCE_PHASES]
+    main = [r for r in records if r.role not in COMPARISON_ROLES]
     last = main[-1] if main else None
     final_round = [r for r in main if last is not None and (r.round, r.phase) == (last.round, last.phase)]
     own = [r for r in records if not r.reused]
@@ -326,6 +330,7 @@ SUMMARY_DEFAULTS: dict[str, Any] = {
     **{k: (0.0 if k.endswith(("epochs", "seconds", "passes")) else v)
        for k, v in path_summary([]).items()},
     **dict.fromkeys(CONVERGENCE_COLUMNS, NAN), "reached_target": False, "find_level": "",
+    "reference_level": "",  # the level of the dense reference (results/curves.py reads its curve by it)
     "collapsed": False, "reference_collapsed": False, "no_verdict": "",
     **dict.fromkeys(BEST_DENSE_COLUMNS + MATCHED_COLUMNS, NAN),
     **dict.fromkeys(TEST_COLUMNS, NAN),

@@ -16,9 +16,9 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
+from ticketsearch import layout
 from ticketsearch.core.checkpoint import load_state, save_state
 from ticketsearch.errors import UserError
-from ticketsearch.layout import LEVELS, TICKETS, TRIALS, UNSHARED
 from ticketsearch.records import EpochRecord, objective_columns, objective_value
 from ticketsearch.results.parquet import write_trial_epochs
 from ticketsearch.results.boosting import boosting_lines
@@ -56,8 +56,8 @@ def run_one_trial(
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     trial_id = trial_id_for(config)
-    out = Path(out) if out else Path("runs") / trial_id
-    checkpoint = out / "checkpoint.pt"
+    out = Path(out) if out else layout.default_out(trial_id)
+    checkpoint = layout.checkpoint(out)
     if threads:
         torch.set_num_threads(threads)
     state = None
@@ -68,12 +68,12 @@ def run_one_trial(
     elif checkpoint.exists():
         raise UserError(f"--out: {out} already holds a trial; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    layout.config_json(out).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     started = time.time()
     node = socket.gethostname()
     check_config(config)
-    levels = out / LEVELS if config.search.share_levels else out / LEVELS / UNSHARED / trial_id
+    levels = layout.trial_levels(layout.levels_dir(out), trial_id, config.search.share_levels)
     trainer = create_trainer(config, device=resolve_device(device), state=state, levels_dir=levels)
     echo(f"trial {trial_id}: {config.model.arch} width {config.model.width:g} on {config.data.dataset}, "
          f"{planned_epochs(config)} epochs planned, device {trainer.device}, out {out}")
@@ -84,10 +84,6 @@ def run_one_trial(
             write_trial_epochs(out, trial_id, [(r, node, "") for r in trainer.records])  # no Ray: no node id
             save_state(trainer.state_dict(), checkpoint)
             echo(format_record(record))
-        if trainer.dense_records:  # a transfer trial's dense baseline, beside the trial's own epochs
-            write_trial_epochs(out, trial_id, [(r, "", "") for r in trainer.dense_records], table="dense_epochs")
-            for dense_record in trainer.dense_records:
-                writer.add_record(dense_record, prefix="dense/")
     finally:
         writer.close()
     trial_summary = trainer.summary()
@@ -96,8 +92,9 @@ def run_one_trial(
     summary.update({key: objective_value(metric, trainer.records, trial_summary)
                     for key, metric, _ in objective_columns(config.objective)})
     if trainer.ticket_state is not None:
-        summary["ticket_dir"] = str(write_ticket(out / TICKETS / trial_id, trainer.state_dict(), config, summary))
-    write_trials(out / TRIALS, [summary])
+        ticket = write_ticket(layout.ticket_dir(out, trial_id), trainer.state_dict(), config, summary)
+        summary["ticket_dir"] = str(ticket)
+    write_trials(layout.trials_table(out), [summary])
     summary["wall_seconds"] = time.time() - started
     echo(format_summary(summary, trainer.sparsity_report(), out))
     return summary
@@ -143,5 +140,6 @@ def format_summary(summary: dict[str, Any], layers, out: Path) -> str:
     lines += boosting_lines(pd.DataFrame([summary]))
     lines.append("per-layer sparsity:")
     lines += [f"  {layer.name:<40} {layer.remaining:>9}/{layer.weights:<9} {layer.sparsity:7.2%}" for layer in layers]
-    lines.append(f"results: {out}/epochs/*.parquet, {out}/trials.parquet, tensorboard --logdir {out}/tensorboard")
+    lines.append(f"results: {layout.epochs_dir(out)}/*.parquet, {layout.trials_table(out)}, "
+                 f"tensorboard --logdir {layout.tensorboard_dir(out)}")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ticketsearch import layout
 from ticketsearch.core.checkpoint import STATE_FORMAT, load_tensors
 from ticketsearch.core.models.torchvision_resnet import IMAGENET_MEAN, IMAGENET_STD
 from ticketsearch.errors import UserError
@@ -30,9 +31,10 @@ def load_weights_file(path: str | Path, field: str) -> StateDict:
     """The ImageClassifier state dict held by `path` (a file or a ticket directory), on the CPU."""
     path = Path(path).expanduser()
     if path.is_dir():
-        if not (path / "trained.pt").is_file():
-            raise UserError(f"{field}: {path} is a directory but not a ticket (no trained.pt)")
-        path = path / "trained.pt"
+        trained = layout.ticket_weights(path)
+        if not trained.is_file():
+            raise UserError(f"{field}: {path} is a directory but not a ticket (no {trained.name})")
+        path = trained
     if not path.exists():
         raise UserError(f"{field}: {path} does not exist; give a state-dict file, a checkpoint.pt or a ticket directory")
     loaded = load_tensors(path)
@@ -80,7 +82,7 @@ def file_digest(path: str | Path) -> str:
     """sha256 of a weights file (of trained.pt for a ticket directory): names the weights in caches."""
     path = Path(path).expanduser()
     if path.is_dir():
-        path = path / "trained.pt"
+        path = layout.ticket_weights(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -14,6 +14,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
+from ticketsearch.results.curves import reference_curve, ticket_curve
+
 
 def boosting_lines(trials: pd.DataFrame) -> list[str]:
     """A few lines: how many finished tickets reached the reference, and the fastest, in epochs and in
@@ -163,14 +165,10 @@ def plot_curves_by_sparsity(path, epochs: pd.DataFrame, trials: pd.DataFrame, fi
     ax = axes[0][0]
     colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(picked)))
     for colour, (_, row) in zip(colours, picked.iterrows()):
-        own = epochs[epochs["trial_id"] == row["trial_id"]]
-        ticket = own[own["phase"] == "ticket"]
+        ticket = ticket_curve(epochs[epochs["trial_id"] == row["trial_id"]])
         ax.plot(np.arange(1, len(ticket) + 1), ticket["val_robust_acc"], color=colour, marker="o", markersize=3,
                 label=f"{row['final_sparsity']:.0%} sparse ({row['trial_id']})")
-    first = epochs[epochs["trial_id"] == picked.iloc[0]["trial_id"]]
-    reference = first[first["phase"] == "baseline"]
-    if reference.empty:  # the dense round is the reference when they train alike
-        reference = first[first["phase"] == "dense"]
+    reference = reference_curve(epochs[epochs["trial_id"] == picked.iloc[0]["trial_id"]], picked.iloc[0])
     ax.plot(np.arange(1, len(reference) + 1), reference["val_robust_acc"], color="black", linestyle="--",
             label="dense reference")
     ax.axhline(picked.iloc[0]["target_robust_acc"], color="gray", linewidth=1, linestyle=":")

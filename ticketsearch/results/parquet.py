@@ -4,7 +4,6 @@
 epoch, columns `trial_id`, `node` (the host that trained the epoch), `node_id` (its Ray node id, which
 tells apart nodes that share a host; empty without Ray), then the `EpochRecord` fields. Every file has
 the same schema, so `pandas.read_parquet(out / "epochs")`, pyarrow, DuckDB and Polars read every column.
-`dense_epochs/` has the same layout for the dense baseline a transfer trial is compared with.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ticketsearch import layout
 from ticketsearch.records import EpochRecord
 
 _ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
@@ -50,11 +50,9 @@ def epochs_table(trial_id: str, records: Iterable[tuple[EpochRecord, str, str]])
     return pa.Table.from_pylist(rows, schema=EPOCH_SCHEMA)
 
 
-def write_trial_epochs(out: str | Path, trial_id: str, records: Iterable[tuple[EpochRecord, str, str]],
-                       table: str = "epochs") -> Path:
-    """`<out>/<table>/<trial_id>.parquet`; `table` is `epochs`, or `dense_epochs` for the epochs of a
-    dense reference trained outside the trial (a transfer trial's shared baseline; node unknown)."""
-    path = Path(out) / table / f"{trial_id}.parquet"
+def write_trial_epochs(out: str | Path, trial_id: str, records: Iterable[tuple[EpochRecord, str, str]]) -> Path:
+    """`<out>/epochs/<trial_id>.parquet`."""
+    path = layout.trial_epochs(out, trial_id)
     write_table_atomic(epochs_table(trial_id, records), path)
     return path
 

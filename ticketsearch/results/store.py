@@ -21,7 +21,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ticketsearch import layout
 from ticketsearch.errors import UserError
+from ticketsearch.records import COMPARISON_ROLES
 
 
 @dataclass
@@ -31,8 +33,14 @@ class SearchResults:
     trials: pd.DataFrame  # one row per trial
     search: dict[str, Any]  # search.json (empty for a `ticketsearch train` directory)
     problems: list[str] = field(default_factory=list)  # files that could not be read
-    # A transfer trial's dense baseline, epoch by epoch (same columns as `epochs`; empty otherwise).
-    dense_epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def dense_epochs(self) -> pd.DataFrame:
+        """The epochs of the dense networks the trials are compared with (role reference, matched or
+        best_of): a view of `epochs`, where every trainer's records land."""
+        if "role" not in self.epochs:
+            return self.epochs.iloc[0:0]
+        return self.epochs[self.epochs["role"].isin(COMPARISON_ROLES)]
 
     @property
     def finished(self) -> bool:
@@ -77,28 +85,27 @@ class SearchResults:
 
 def load(out: str | Path) -> SearchResults:
     out = Path(out)
-    if not out.is_dir() or not ((out / "epochs").is_dir() or (out / "trials.parquet").is_file()):
-        raise UserError(f"{out}: holds no ticketsearch results (no epochs/ or trials.parquet); "
+    trials_path, search_path = layout.trials_table(out), layout.search_json(out)
+    if not out.is_dir() or not (layout.epochs_dir(out).is_dir() or trials_path.is_file()):
+        raise UserError(f"{out}: holds no ticketsearch results (no {layout.EPOCHS}/ or {layout.TRIALS}); "
                         "give the --out directory of `ticketsearch run` or `ticketsearch train`")
     problems: list[str] = []
-    epochs = _read_dataset(out / "epochs", problems)
-    dense_epochs = _read_dataset(out / "dense_epochs", problems)
+    epochs = _read_dataset(layout.epochs_dir(out), problems)
     trials = pd.DataFrame()
-    if (out / "trials.parquet").is_file():
+    if trials_path.is_file():
         try:
-            trials = pd.read_parquet(out / "trials.parquet")
+            trials = pd.read_parquet(trials_path)
         except (pa.ArrowException, OSError) as error:
-            problems.append(f"{out / 'trials.parquet'}: unreadable ({' '.join(str(error).split())[:120]}); skipped")
+            problems.append(f"{trials_path}: unreadable ({' '.join(str(error).split())[:120]}); skipped")
     search: dict[str, Any] = {}
-    if (out / "search.json").is_file():
+    if search_path.is_file():
         try:
-            search = json.loads((out / "search.json").read_text())
+            search = json.loads(search_path.read_text())
         except (json.JSONDecodeError, OSError) as error:
-            problems.append(f"{out / 'search.json'}: unreadable ({error}); skipped")
+            problems.append(f"{search_path}: unreadable ({error}); skipped")
     for problem in problems:
         warnings.warn(problem, stacklevel=2)
-    return SearchResults(out=out, epochs=epochs, trials=trials, search=search, problems=problems,
-                         dense_epochs=dense_epochs)
+    return SearchResults(out=out, epochs=epochs, trials=trials, search=search, problems=problems)
 
 
 def _pid_alive(pid: object) -> bool:

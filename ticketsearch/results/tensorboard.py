@@ -7,7 +7,8 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from ticketsearch.records import EpochRecord
+from ticketsearch import layout
+from ticketsearch.records import COMPARISON_ROLES, EpochRecord
 
 # Scalar tag -> EpochRecord field. Accuracies are fractions in [0, 1]; seconds are wall time.
 SCALARS = {
@@ -29,10 +30,12 @@ class TrialWriter:
     """One TensorBoard run per trial: `<out>/tensorboard/<trial_id>/`."""
 
     def __init__(self, out: str | Path, trial_id: str):
-        self.writer = SummaryWriter(log_dir=str(Path(out) / "tensorboard" / trial_id))
+        self.writer = SummaryWriter(log_dir=str(layout.tensorboard_run(out, trial_id)))
 
-    def add_record(self, record: EpochRecord, prefix: str = "") -> None:
-        """`prefix` "dense/" puts a transfer trial's dense baseline beside its own curves."""
+    def add_record(self, record: EpochRecord) -> None:
+        """The trial's own path under the plain tags; a dense network it is compared with under its role
+        (`reference/val/robust_acc`, `matched/...`, `best_of/...`), beside the trial's own curves."""
+        prefix = f"{record.role}/" if record.role in COMPARISON_ROLES else ""
         for tag, field in SCALARS.items():
             value = float(getattr(record, field))
             if not math.isnan(value):

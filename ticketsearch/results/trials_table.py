@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 import pyarrow as pa
 
-from ticketsearch.layout import TRIALS
+from ticketsearch import layout
 from ticketsearch.records import EpochRecord, objective_columns, path_summary
 from ticketsearch.results.parquet import flatten, write_table_atomic
 from ticketsearch.spec import TrialConfig
@@ -64,10 +64,10 @@ def search_totals(out: str | Path, levels_dir: str | Path) -> dict[str, Any]:
     """What a search trained and what its trials shared: for search.json when it ends. `levels`: the
     distinct levels finished, by kind (`<kind>-<digest>/result.pt` under the levels directory)."""
     levels: dict[str, int] = {}
-    for result in Path(levels_dir).glob("*/result.pt"):
+    for result in layout.finished_levels(levels_dir):
         kind = result.parent.name.rsplit("-", 1)[0]
         levels[kind] = levels.get(kind, 0) + 1
-    path = Path(out) / TRIALS
+    path = layout.trials_table(out)
     trials = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
     sums = {column: float(trials[column].sum()) if column in trials else 0.0
             for column in ("trained_epochs", "reused_epochs", "trained_seconds", "reused_seconds",

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ticketsearch import __version__
 from ticketsearch.errors import UserError
-from ticketsearch.layout import LEVELS, TRIALS
+from ticketsearch import layout
 from ticketsearch.results.trials_table import search_totals
 from ticketsearch.search import confirm
 from ticketsearch.search.heartbeat import driver_record, write_json_atomic
@@ -58,7 +58,7 @@ def run_search(
     check_search(spec)
     check_before_trials(spec)
     config = spec.default_trial
-    out = Path(out or Path("runs") / f"{spec.name}-{spec.content_hash()}").resolve()
+    out = Path(out or layout.default_out(f"{spec.name}-{spec.content_hash()}")).resolve()
     _check_out(out, spec, resume)
     # A resumed search finds its checkpoints where it was started, unless told otherwise.
     storage = resolve_storage(storage or (_saved_storage(out) if resume else None), out)
@@ -73,7 +73,7 @@ def run_search(
         started = time.time()
         _write_search_json(out, spec, started=started, resume=resume, storage=storage)
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, tree=dict(spec.tree), source=spec.source, levels_dir=_levels_dir(storage, out)),
+            tune.with_parameters(run_trial, spec=spec, levels_dir=_levels_dir(storage, out)),
             {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
         )
         def reporter(parameters: list[str]):
@@ -118,7 +118,7 @@ def run_search(
                 ),
                 run_config=run_config(EXPERIMENT, stopper),
             )
-        with Heartbeat(out / "search.json"):
+        with Heartbeat(layout.search_json(out)):
             tuner.fit()
             if not stopper.reason:
                 confirm_stopper = RepeatedErrorStopper(config.search.stop_after_same_errors)
@@ -149,7 +149,8 @@ def _confirmation_tuner(tune, spec: Spec, out: Path, trainable, storage: str, re
     experiment = experiment_path(storage, confirm.EXPERIMENT)
     if resume and tune.Tuner.can_restore(experiment):
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
-    trials = pd.read_parquet(out / TRIALS) if (out / TRIALS).is_file() else pd.DataFrame()
+    table = layout.trials_table(out)
+    trials = pd.read_parquet(table) if table.is_file() else pd.DataFrame()
     configs = confirm.confirmation_trials(spec, trials)
     if not configs:
         return None
@@ -164,7 +165,7 @@ def _confirmation_tuner(tune, spec: Spec, out: Path, trainable, storage: str, re
 
 
 def _check_out(out: Path, spec: Spec, resume: bool) -> None:
-    search_json = out / "search.json"
+    search_json = layout.search_json(out)
     if resume:
         if not search_json.is_file():
             raise UserError(f"--resume: {out} holds no search (no search.json); run without --resume to start one")
@@ -177,7 +178,7 @@ def _check_out(out: Path, spec: Spec, resume: bool) -> None:
 
 
 def _saved_storage(out: Path) -> str | None:
-    return json.loads((out / "search.json").read_text()).get("storage")
+    return json.loads(layout.search_json(out).read_text()).get("storage")
 
 
 def _check_restorable(tune, experiment: str) -> None:
@@ -229,7 +230,7 @@ def _write_search_json(out: Path, spec: Spec, *, started: float, ended: float | 
     import ray
     import torch
 
-    path = out / "search.json"
+    path = layout.search_json(out)
     previous = json.loads(path.read_text()) if path.is_file() else {}
     document = {
         "name": spec.name,
@@ -261,6 +262,6 @@ def _levels_dir(storage: str, out: Path) -> str:
     trained on one node serves trials on every other. With an object-store URI each node trains a
     level once and keeps it at `<out>/levels` on its own disk.
     """
-    if "://" in storage or Path(storage) == out / "ray":
-        return str(out / LEVELS)
-    return str(Path(storage) / LEVELS)
+    if "://" in storage or Path(storage) == layout.ray_storage(out):
+        return str(layout.levels_dir(out))
+    return str(layout.levels_dir(storage))

@@ -16,7 +16,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ticketsearch import layout
 from ticketsearch.errors import UserError
+from ticketsearch.pretrial import data_sections
 from ticketsearch.spec import Spec
 
 MARKER_PREFIX = ".ticketsearch-preflight-"  # + a random token: concurrent searches never share a marker
@@ -34,7 +36,7 @@ def resolve_storage(storage: str | None, out: Path) -> str:
     be created.
     """
     if storage is None:
-        storage = str(out / "ray")
+        storage = str(layout.ray_storage(out))
     if "://" in storage:
         if not storage.startswith(URI_SCHEMES):
             raise UserError(f"--storage: {storage!r} has an unknown scheme; pass a path (an NFS mount on a cluster) "
@@ -91,13 +93,11 @@ def check_cluster(ray, storage: str, spec: Spec, timeout_s: float = CHECK_TIMEOU
 
 def data_sets(spec: Spec) -> list[tuple[str, str, bool]]:
     """(dataset, root, download) of every trial the search can sample: the defaults and each edge of a
-    `data.*` or `transfer.source.*` distribution (a search over data sets, or over roots), with a
-    transfer trial's source task beside its downstream one."""
+    `data.*` or `transfer.source.*` distribution (a search over data sets, or over roots), each data set
+    its trainer reads (a transfer trial's source task beside its downstream one)."""
     trials = [spec.default_trial] + [spec.trial({path: edge}) for path, d in spec.space.items()
                                      if path.startswith(("data.", "transfer.source.")) for edge in d.extremes()]
-    sections = [t.data for t in trials] + [t.transfer.source for t in trials
-                                           if t.transfer is not None and t.transfer.source is not None]
-    return sorted({(d.dataset, d.root, d.download) for d in sections})
+    return sorted({(d.dataset, d.root, d.download) for t in trials for _, d in data_sections(t)})
 
 
 def prepare_data_sets(spec: Spec) -> list[str]:

@@ -8,7 +8,6 @@ Parquet files on disk when a search resumes (Tune does not checkpoint callback s
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -19,14 +18,14 @@ import pandas as pd
 from ray import tune
 
 from ticketsearch.core.checkpoint import load_state
-from ticketsearch.layout import TRIALS
+from ticketsearch import layout
 from ticketsearch.results.parquet import write_trial_epochs
 from ticketsearch.results.trials_table import follow, new_row, write_trials
 from ticketsearch.search.confirm import stage_of, trial_config
-from ticketsearch.search.trainable import DENSE_RECORDS, STATE_FILE
+from ticketsearch.search.trainable import STATE_FILE
 from ticketsearch.results.tickets import write_ticket
 from ticketsearch.results.tensorboard import TrialWriter
-from ticketsearch.spec import Spec
+from ticketsearch.spec import Spec, TrialConfig
 from ticketsearch.records import RECORD_FIELDS, EpochRecord, objective_columns
 from ticketsearch.trainers import summary_defaults
 
@@ -43,19 +42,20 @@ class ResultsCallback(tune.Callback):
         # trial -> global epoch -> (record, node IP, Ray node id)
         self.epochs: dict[str, dict[int, tuple[EpochRecord, str, str]]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
+        self.configs: dict[str, TrialConfig] = {}  # trial -> its config, resolved once
         self.writers: dict[str, TrialWriter] = {}
         self._trials_written_at = -math.inf  # time.monotonic() of the last write of trials.parquet
         self._load_existing()
 
     def _load_existing(self) -> None:
-        if (self.out / "epochs").is_dir():
-            for path in sorted((self.out / "epochs").glob("*.parquet")):
+        if layout.epochs_dir(self.out).is_dir():
+            for path in sorted(layout.epochs_dir(self.out).glob("*.parquet")):
                 frame = pd.read_parquet(path)
                 self.epochs[path.stem] = {int(row["global_epoch"]): (EpochRecord.from_dict(row), row["node"],
                                                                      row.get("node_id", ""))
                                           for row in frame.to_dict("records")}
-        if (self.out / "trials.parquet").is_file():
-            for row in pd.read_parquet(self.out / "trials.parquet").to_dict("records"):
+        if layout.trials_table(self.out).is_file():
+            for row in pd.read_parquet(layout.trials_table(self.out)).to_dict("records"):
                 self.trials[row["trial_id"]] = row
 
     # ---------------------------------------------------------------- Tune hooks (driver, main thread)
@@ -67,11 +67,6 @@ class ResultsCallback(tune.Callback):
             record, str(result.get("node_ip", "")), str(result.get("node_id", "")))
         write_trial_epochs(self.out, trial.trial_id, self._records(trial.trial_id, with_nodes=True))
         self._writer(trial.trial_id).add_record(record)
-        if result.get(DENSE_RECORDS):  # a transfer trial's last report: its dense baseline's epochs
-            dense = [EpochRecord.from_dict(r) for r in json.loads(result[DENSE_RECORDS])]
-            write_trial_epochs(self.out, trial.trial_id, [(r, "", "") for r in dense], table="dense_epochs")
-            for dense_record in dense:
-                self._writer(trial.trial_id).add_record(dense_record, prefix="dense/")
         row = self._row(trial, result)
         row["status"] = "running" if result.get("status") == "running" else result["status"]
         if time.monotonic() - self._trials_written_at >= TRIALS_WRITE_INTERVAL_S:
@@ -116,12 +111,11 @@ class ResultsCallback(tune.Callback):
         for trial_id in sorted((mine | (set(self.epochs) - set(self.trials))) - known):
             row = self.trials.pop(trial_id, {})
             self.epochs.pop(trial_id, None)
-            for kind, name in (("epochs", f"{trial_id}.parquet"), ("dense_epochs", f"{trial_id}.parquet"),
-                               ("tensorboard", trial_id)):
-                source = self.out / kind / name
+            for source, target in zip(layout.trial_records(self.out, trial_id),
+                                      layout.trial_records(layout.superseded(self.out), trial_id)):
                 if source.exists():
-                    (self.out / "superseded" / kind).mkdir(parents=True, exist_ok=True)
-                    source.rename(self.out / "superseded" / kind / name)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    source.rename(target)
             if row.get("ticket_dir"):
                 shutil.rmtree(row["ticket_dir"], ignore_errors=True)
 
@@ -141,16 +135,21 @@ class ResultsCallback(tune.Callback):
             state = load_state(Path(directory) / STATE_FILE)
         if not state.get("ticket"):
             return  # stopped before its ticket finished
-        row["ticket_dir"] = str(write_ticket(self.out / "tickets" / trial.trial_id, state,
-                                             trial_config(self.spec, trial.config), row))
+        row["ticket_dir"] = str(write_ticket(layout.ticket_dir(self.out, trial.trial_id), state,
+                                             self._config(trial), row))
         for dropped in ranked[keep:]:
             if dropped.get("ticket_dir"):
                 shutil.rmtree(dropped["ticket_dir"], ignore_errors=True)
                 dropped["ticket_dir"] = ""
 
     # ---------------------------------------------------------------- rows
+    def _config(self, trial) -> TrialConfig:
+        if trial.trial_id not in self.configs:
+            self.configs[trial.trial_id] = trial_config(self.spec, trial.config)
+        return self.configs[trial.trial_id]
+
     def _row(self, trial, result: dict[str, Any]) -> dict[str, Any]:
-        config = trial_config(self.spec, trial.config)
+        config = self._config(trial)
         if trial.trial_id not in self.trials:
             self.trials[trial.trial_id] = new_row(trial.trial_id, config, summary_defaults(config),
                                                   *stage_of(trial.config))
@@ -168,7 +167,7 @@ class ResultsCallback(tune.Callback):
 
     def _save_trials(self) -> None:
         if self.trials:
-            write_trials(self.out / TRIALS, self.trials.values())
+            write_trials(layout.trials_table(self.out), self.trials.values())
             self._trials_written_at = time.monotonic()
 
     def _writer(self, trial_id: str) -> TrialWriter:

@@ -13,9 +13,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, Searcher
 
 from ticketsearch.errors import UserError
+from ticketsearch.pretrial import total_ticket_epochs
 from ticketsearch.spec import Distribution, Spec
 from ticketsearch.records import TICKET_EPOCH, objective_columns
-from ticketsearch.trainers import ticket_epochs
 
 OBJECTIVE = "objective"  # the key every result carries the spec's objective under
 
@@ -66,12 +66,6 @@ def make_searcher(spec: Spec) -> Searcher | BasicVariantGenerator:
     # random and grid: Tune's variant generator; grid entries are crossed, the rest sampled. It
     # limits concurrency itself (TuneConfig's max_concurrent_trials applies to Searchers only).
     return BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent)
-
-
-def total_ticket_epochs(spec: Spec) -> int:
-    """The most epochs any trial of the space trains its ticket (ASHA's clock; every edge of the space)."""
-    trials = [spec.default_trial] + [spec.trial({d.path: edge}) for d in spec.space.values() for edge in d.extremes()]
-    return max(ticket_epochs(t) for t in trials)
 
 
 def tune_objective(spec: Spec) -> tuple[str | None, str | None]:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ticketsearch import layout
 from ticketsearch.results.boosting import boosting_lines
 from ticketsearch.results.confirmation import confirmation_lines
 from ticketsearch.results.intervals import accuracy_text
@@ -20,7 +21,8 @@ from ticketsearch.spec import Spec
 
 
 def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = "") -> dict[str, Any]:
-    trials = pd.read_parquet(out / "trials.parquet") if (out / "trials.parquet").is_file() else pd.DataFrame()
+    path = layout.trials_table(out)
+    trials = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
     objective = spec.default_trial.objective
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     confirming = trials[trials["stage"] == "confirm"] if "stage" in trials else trials.iloc[0:0]
@@ -45,8 +47,8 @@ def summarise(out: Path, spec: Spec, echo: Callable[[str], Any], stopped: str = 
                               for k, label in shown if isinstance(best.get(k), float) and not math.isnan(best[k])))
     for line in boosting_lines(trials) + confirmation_lines(trials):
         echo(line)
-    echo(f"results: {out}/epochs (pandas.read_parquet), {out}/trials.parquet; "
-         f"tensorboard --logdir {out}/tensorboard")
+    echo(f"results: {layout.epochs_dir(out)} (pandas.read_parquet), {path}; "
+         f"tensorboard --logdir {layout.tensorboard_dir(out)}")
     errors = counts.get("error", 0)
     failed = bool(stopped) or (len(trials) > 0 and errors == len(trials))
     if stopped:

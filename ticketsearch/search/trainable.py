@@ -8,7 +8,6 @@ levels other trials trained are reported without one. The trainer itself knows n
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -19,22 +18,20 @@ import torch
 from ray import tune
 
 from ticketsearch.core.checkpoint import load_state, save_state
-from ticketsearch.layout import UNSHARED
+from ticketsearch import layout
 from ticketsearch.search.confirm import trial_config
-from ticketsearch.spec import spec_from_tree
+from ticketsearch.spec import Spec
 from ticketsearch.trainers import create_trainer
 from ticketsearch.records import TICKET_EPOCH, objective_columns, objective_value
 
 STATE_FILE = "state.pt"
-# The last report of a transfer trial carries its dense baseline's epochs (JSON: one string value, so
-# Tune's own loggers store it as it is), for the results callback to write beside the trial's.
-DENSE_RECORDS = "dense_records"
 
 
-def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str, levels_dir: str | None = None) -> None:
+def run_trial(values: Mapping[str, Any], *, spec: Spec, levels_dir: str | None = None) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint created" line per epoch
-    # The spec was checked on the driver (every edge of its space); the trial's values are the searcher's.
-    config = trial_config(spec_from_tree(dict(tree), source), values)
+    # The spec was parsed and checked on the driver (every edge of its space) and arrives as it is; the
+    # trial's values are the searcher's, resolved into its config once, here.
+    config = trial_config(spec, values)
     # Ray sets OMP_NUM_THREADS=1 in trials: follow the CPUs the trial was given instead.
     torch.set_num_threads(max(1, int(config.resources.cpu)))
     device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
@@ -48,8 +45,8 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_state(Path(directory) / STATE_FILE, config.content_hash())
-    if levels_dir is not None and not config.search.share_levels:
-        levels_dir = str(Path(levels_dir) / UNSHARED / tune.get_context().get_trial_id())
+    if levels_dir is not None:
+        levels_dir = str(layout.trial_levels(levels_dir, tune.get_context().get_trial_id(), config.search.share_levels))
     trainer = create_trainer(config, device=device, state=state, levels_dir=levels_dir)
     objectives = objective_columns(config.objective)
     # Tune reports the node's IP; the Ray node id also tells apart nodes that share a host.
@@ -60,8 +57,6 @@ def run_trial(values: Mapping[str, Any], *, tree: Mapping[str, Any], source: str
         summary = trainer.summary() if trainer.done else None
         if summary is not None:
             metrics.update({f"summary/{k}": v for k, v in summary.items()})
-            if trainer.dense_records:
-                metrics[DENSE_RECORDS] = json.dumps([r.as_dict() for r in trainer.dense_records])
         metrics.update({key: objective_value(metric, trainer.records, summary) for key, metric, _ in objectives})
         if record.reused and not trainer.done:
             # An epoch of a level another trial trained changes no state worth saving: a trial restarted

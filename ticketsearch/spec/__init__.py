@@ -104,7 +104,8 @@ def _check_booleans(model: BaseModel, given: Any, source: str, prefix: str = "")
     pydantic's lax mode reads "yes", "on", "1" and 1 as true; YAML 1.1 readers would too, but the spec
     loader reads them as strings, and here they are refused rather than guessed at (`on` is also a
     word of `attack.guard.enabled`, where it is no boolean). A single-key shorthand
-    (`train: {pgd: {random_start: ...}}`) holds the model's own fields one level down.
+    (`train: {pgd: {random_start: ...}}`) holds the model's own fields one level down. The converse, a
+    boolean where a number belongs, is refused by the number types (spec/fields.py).
     """
     if not isinstance(given, Mapping):
         return
@@ -142,7 +143,8 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
         if sep and field.replace("_", "").replace(".", "").isalnum() and field.islower():
             return f"{field if path == 'spec' else f'{path}.{field}'}: {rest}"
     given = error.get("input")
-    shown = f", got {given!r}" if not isinstance(given, (dict, list)) else ""
+    spelled = str(given).lower() if isinstance(given, bool) else repr(given)  # as the spec writes it: true, false
+    shown = f", got {spelled}" if not isinstance(given, (dict, list)) else ""
     return f"{path}: {message[0].lower()}{message[1:]}{shown}"
 
 

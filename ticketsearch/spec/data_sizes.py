@@ -5,13 +5,14 @@
 ask for more examples than the validation or test split has; the same for `transfer.source`. The
 checks run the same split functions a trial runs (`core/data/splits.py`), on labels rebuilt from the
 data set's class sizes (`core/data/sizes.py`), so they fail exactly where a trial would, with the
-same message, at every combination of the edges of the distributions they depend on.
+same message, at every combination of the edges of the distributions they depend on. Which data
+sets a trial reads is its trainer's to say (`pretrial.data_sections`), passed in: spec/ names no trainer.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Callable
 
 from ticketsearch.errors import UserError
 from ticketsearch.spec import Spec, TrialConfig
@@ -21,25 +22,26 @@ from ticketsearch.spec.sections import DataSection
 SIZE_PATHS = ("data.", "transfer.source.", "train.eval_examples", "train.test_examples")
 
 
-def check_data_sizes(spec: Spec) -> None:
+def check_data_sizes(spec: Spec, data_sections: Callable[[TrialConfig], list[tuple[str, DataSection]]]) -> None:
     """Raise a one-line UserError naming the field when some trial of the space asks the data set for
-    examples it does not have. Data sets not on disk are skipped (their loader reports them)."""
+    examples it does not have. `data_sections(trial)`: (spec path, section) of each data set the trial
+    reads. Data sets not on disk are skipped (their loader reports them)."""
     from ticketsearch.core.data.sizes import class_sizes
 
     sizes: dict[tuple[str, str], Any] = {}
     held: dict[tuple, int] = {}  # validation examples by what the splits depend on: each split is made once
     for values, trial in _size_edges(spec):
-        for prefix, data in _data_sections(trial):
+        for path, data in data_sections(trial):
             key = (data.dataset, data.root)
             if key not in sizes:
                 sizes[key] = class_sizes(data.dataset, data.root)
             if sizes[key] is None:
                 continue
             try:
-                split = (prefix, *key, data.classes, data.val_split, data.fraction, data.split_seed)
+                split = (path, *key, data.classes, data.val_split, data.fraction, data.split_seed)
                 if split not in held:
-                    held[split] = _split(prefix, data, sizes[key].select(data.classes))
-                if prefix == "data.":  # eval_examples and test_examples are counted on the downstream data
+                    held[split] = _split(path, data, sizes[key].select(data.classes))
+                if path == "data":  # eval_examples and test_examples are counted on the downstream data
                     _check_examples(trial, held[split], sum(sizes[key].select(data.classes).test.values()))
             except UserError as error:
                 where = ", ".join(f"{p}={v!r}" for p, v in values.items())
@@ -54,14 +56,7 @@ def _size_edges(spec: Spec) -> list[tuple[dict[str, Any], TrialConfig]]:
                                          if paths]
 
 
-def _data_sections(trial: TrialConfig) -> list[tuple[str, DataSection]]:
-    found = [("data.", trial.data)]
-    if trial.trainer.name == "transfer" and trial.transfer is not None and trial.transfer.source is not None:
-        found.append(("transfer.source.", trial.transfer.source))
-    return found
-
-
-def _split(prefix: str, data: DataSection, sizes) -> int:
+def _split(path: str, data: DataSection, sizes) -> int:
     """Make the trial's splits of `data` on labels with its class sizes; the validation examples held."""
     import torch
 
@@ -75,7 +70,7 @@ def _split(prefix: str, data: DataSection, sizes) -> int:
         stratified_subset(train_labels[keep], data.fraction, data.split_seed)
     except UserError as error:  # the split functions name data.*: name the section checked
         message = str(error)
-        raise UserError(prefix + message.removeprefix("data.")) from None
+        raise UserError(f"{path}.{message.removeprefix('data.')}") from None
     return len(held)
 
 

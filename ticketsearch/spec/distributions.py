@@ -60,8 +60,10 @@ def parse_distribution(path: str, value: dict) -> Distribution:
 def _check_range(path: str, kind: str, args: tuple) -> None:
     expected = {"loguniform": 2, "uniform": 2, "randint": 2, "quniform": 3}[kind]
     form = "[low, high, q]" if kind == "quniform" else "[low, high]"
-    if len(args) != expected or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-        raise UserError(f"{path}: {kind} takes {form} numbers, got {list(args)!r}")
+    # Finite: an infinite bound would make the implicit default and every sample infinite (or NaN).
+    if len(args) != expected or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)
+                                        for a in args):
+        raise UserError(f"{path}: {kind} takes {form} finite numbers, got {list(args)!r}")
     low, high = args[0], args[1]
     if not low < high:
         raise UserError(f"{path}: {kind} bounds must satisfy low < high, got [{low}, {high}]")

@@ -1,37 +1,32 @@
-"""The objective metrics a search can rank trials by, and which trainer knows which.
+"""The objective metrics a search can rank trials by.
 
 A metric the trainer never computes would be recorded as NaN for every trial, so `validate`, `train`
-and `run` all refuse it before a trial starts (`check_objective`).
+and `run` all refuse it before a trial starts (`check_objective`). The metrics known only when a trial
+ends are each trainer's own, declared where it is registered (`TrainerKind.objectives`).
 """
 
 from __future__ import annotations
 
 from ticketsearch.errors import UserError
+from ticketsearch.registry import Registry
 
 # Known after every epoch, from the epoch records (ASHA can act on them).
 PER_EPOCH_OBJECTIVES = ("convergence_gap", "robust_auc", "val_robust_acc", "val_clean_acc", "train_loss", "train_acc",
                         "val_certified_acc")
-# Known only when a trial ends, from its summary (fifo only), by trainer.
-FINAL_OBJECTIVES_BY_TRAINER = {
-    "imp": ("speedup", "epoch_speedup", "speedup_seconds", "ticket_epochs_to_target", "ticket_passes_to_target",
-            "ticket_seconds_to_target", "best_val_robust_acc", "final_sparsity", "final_val_robust_acc",
-            "speedup_matched", "epoch_speedup_matched", "speedup_best_dense", "epoch_speedup_best_dense"),
-    "transfer": ("best_val_robust_acc", "double_win_margin"),
-}
-FINAL_OBJECTIVES = tuple(dict.fromkeys(m for metrics in FINAL_OBJECTIVES_BY_TRAINER.values() for m in metrics))
 
 
-def check_objective(config) -> None:
+def check_objective(config, trainers: Registry) -> None:
     """Refuse an objective.metric the trial's trainer does not compute, or a trial-end metric under ASHA.
 
-    `config` is a `TrialConfig` (not imported: the sections import nothing of this module's users).
+    `config` is a `TrialConfig` and `trainers` the trainer registry, each kind with the `objectives`
+    known when its trial ends (neither imported: trainers/ imports this module).
     """
     trainer = config.trainer.name
-    known = PER_EPOCH_OBJECTIVES + FINAL_OBJECTIVES_BY_TRAINER.get(trainer, FINAL_OBJECTIVES)
+    known = PER_EPOCH_OBJECTIVES + trainers.get(trainer, field="trainer.name").objectives
     metrics = [objective.metric for objective in config.objective.all]
     for index, metric in enumerate(metrics):
         if metric not in known:
-            elsewhere = [name for name, names in FINAL_OBJECTIVES_BY_TRAINER.items() if metric in names]
+            elsewhere = [name for name in trainers.names() if metric in trainers.get(name).objectives]
             what = f"{metric!r} is computed by trainer {elsewhere[0]} only" if elsewhere else f"unknown metric {metric!r}"
             field = "objective.metric" if index == 0 else f"objective[{index}].metric"
             raise UserError(f"{field}: {what}; trainer {trainer} knows: {', '.join(known)}")

@@ -25,8 +25,9 @@ from ticketsearch.registry import Registry
 from ticketsearch.spec import TrialConfig
 from ticketsearch.spec.sections import CERTIFIED_REGIMES
 from ticketsearch.spec.objectives import check_objective
-from ticketsearch.trainers import imp, transfer
+from ticketsearch.trainers import imp, transfer, transfer_levels
 from ticketsearch.trainers.imp import IMPTrainer
+from ticketsearch.trainers.level_spec import Step
 from ticketsearch.trainers.levels import LevelStore
 from ticketsearch.records import RECORD_FIELDS, SUMMARY_DEFAULTS, EpochRecord, certify_columns, convergence
 from ticketsearch.trainers.transfer import TransferTrainer
@@ -37,24 +38,38 @@ from ticketsearch.trainers.transfer import TransferTrainer
 class TrainerKind:
     """What a trainer declares where it is registered, so nothing else branches on its name.
 
-    build(config, data, device=, state=, levels=) -> the trainer; planned_epochs(config): the epochs
+    build(config, data, device=, state=, levels=) -> the trainer; plan(config): its levels in order, each
+    a `LevelSpec` and the role it plays (trainers/level_spec.py); planned_epochs(config): the epochs
     a trial runs when nothing stops it early; ticket_epochs(config): those of them the trial's ticket
     trains (the time axis ASHA judges trials on); summary_defaults(config): its own summary columns at
     their values before the trial ends (trials.parquet keeps one schema); check(config): what it
-    needs before a trial starts, beyond names and shapes.
+    needs before a trial starts, beyond names and shapes. objectives: the summary metrics a search can
+    rank its trials by once they end (besides the per-epoch ones, spec/objectives.py); needs_section:
+    the spec section it reads that others do not, refused missing; data_sections: the spec paths of
+    the data sets it reads (an absent optional section reads none).
     """
 
     build: Callable[..., Any]
+    plan: Callable[[TrialConfig], list[Step]]
     planned_epochs: Callable[[TrialConfig], int]
     ticket_epochs: Callable[[TrialConfig], int]
     summary_defaults: Callable[[TrialConfig], dict[str, Any]] = lambda config: {}
     check: Callable[[TrialConfig], None] = lambda config: None
+    objectives: tuple[str, ...] = ()
+    needs_section: str | None = None
+    data_sections: tuple[str, ...] = ("data",)
 
 
 TRAINERS: Registry[TrainerKind] = Registry("trainer")
-TRAINERS.register("imp")(TrainerKind(IMPTrainer, imp.planned_epochs, imp.ticket_epochs, imp.summary_defaults))
-TRAINERS.register("transfer")(TrainerKind(TransferTrainer, transfer.planned_epochs, transfer.planned_epochs,
-                                          transfer.summary_defaults, transfer.check))
+TRAINERS.register("imp")(TrainerKind(
+    IMPTrainer, imp.plan_levels, imp.planned_epochs, imp.ticket_epochs, imp.summary_defaults,
+    objectives=("speedup", "epoch_speedup", "speedup_seconds", "ticket_epochs_to_target", "ticket_passes_to_target",
+                "ticket_seconds_to_target", "best_val_robust_acc", "final_sparsity", "final_val_robust_acc",
+                "speedup_matched", "epoch_speedup_matched", "speedup_best_dense", "epoch_speedup_best_dense")))
+TRAINERS.register("transfer")(TrainerKind(
+    TransferTrainer, transfer_levels.plan_levels, transfer_levels.planned_epochs, transfer_levels.ticket_epochs,
+    transfer.summary_defaults, transfer.check, objectives=("best_val_robust_acc", "double_win_margin"),
+    needs_section="transfer", data_sections=("data", "transfer.source")))
 
 __all__ = ["TRAINERS", "EpochRecord", "IMPTrainer", "RECORD_FIELDS", "TransferTrainer", "check_config",
            "convergence", "create_trainer", "planned_epochs", "summary_defaults", "ticket_epochs"]
@@ -77,8 +92,11 @@ def summary_defaults(config: TrialConfig) -> dict[str, Any]:
 
 
 def check_config(config: TrialConfig) -> None:
-    TRAINERS.get(config.trainer.name, field="trainer.name")
-    check_objective(config)
+    kind = TRAINERS.get(config.trainer.name, field="trainer.name")
+    if kind.needs_section is not None and getattr(config, kind.needs_section) is None:
+        raise UserError(f"{kind.needs_section}: trainer {config.trainer.name} needs a {kind.needs_section} section; "
+                        f"add {kind.needs_section}: {{...}} to the spec")
+    check_objective(config, TRAINERS)
     DATASETS.get(config.data.dataset, field="data.dataset")
     MODELS.get(config.model.arch, field="model.arch")
     for field, attack in (("attack.train", config.attack.train), ("attack.eval", config.attack.eval),

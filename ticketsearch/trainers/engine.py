@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -28,9 +28,9 @@ from ticketsearch.core.fastpath import FastPath
 from ticketsearch.core.loops import Augmentation, batches_per_epoch, evaluate, train_epoch
 from ticketsearch.core.pruning import Mask, MaskApplier
 from ticketsearch.core.schedule import lr_at
-from ticketsearch.errors import UserError
 from ticketsearch.spec import AttackConfig, TrialConfig
-from ticketsearch.spec.sections import CERTIFIED_REGIMES, DataSection, Schedule
+from ticketsearch.spec.sections import CERTIFIED_REGIMES, DataSection
+from ticketsearch.trainers.level_spec import LevelSpec
 from ticketsearch.trainers.guard import OverfittingGuard
 from ticketsearch.trainers.random_stream import RandomStream
 from ticketsearch.records import NAN, EpochRecord
@@ -75,74 +75,28 @@ def passes_per_example(regime: AttackConfig, start: float = 0.0, end: float = 1.
     return 1 + (regime.steps if regime.kind == "pgd" else 1)
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How a level trains: regime, length, learning rate and optimiser settings.
-
-    `first_epoch` > 0 continues a schedule of `epochs` epochs from that epoch (a ticket rewound to
-    epoch k of its dense round trains epochs k+1..E at the schedule's learning rates for those steps,
-    as Frankle et al. 2020 and open_lth rewind).
-    """
-
-    regime: AttackConfig
-    epochs: int
-    lr: float
-    schedule: Schedule
-    batch_size: int
-    momentum: float
-    weight_decay: float
-    nesterov: bool
-    first_epoch: int = 0
-
-    @classmethod
-    def of(cls, config: TrialConfig, regime: AttackConfig, epochs: int, lr: float, first_epoch: int = 0,
-           schedule: Schedule | None = None) -> "Recipe":
-        t = config.train
-        return cls(regime, epochs, lr, schedule or t.schedule, t.batch_size, t.momentum, t.weight_decay, t.nesterov,
-                   first_epoch)
-
-    def key(self) -> dict[str, Any]:
-        return {"regime": self.regime.model_dump(mode="json"), "epochs": self.epochs, "lr": self.lr,
-                "schedule": self.schedule.model_dump(mode="json"), "batch_size": self.batch_size,
-                "momentum": self.momentum, "weight_decay": self.weight_decay, "nesterov": self.nesterov,
-                "first_epoch": self.first_epoch}
-
-
-def evaluation_key(config: TrialConfig) -> dict[str, Any]:
-    """What every level's training and validation read, whoever trains it. Not the arithmetic it runs in
-    (`train.precision`, `train.compile`): those are how a level is computed, not what, and `auto` and
-    `fp32` are the same arithmetic on a CPU."""
-    data = config.data.model_dump(mode="json", exclude={"root", "download"})
-    train = config.train
-    return {"data": data, "model": config.model.model_dump(mode="json"), "seed": train.seed,
-            "eval": config.attack.eval.model_dump(mode="json"), "eval_examples": train.eval_examples,
-            "eval_batch_size": train.eval_batch_size,
-            **({"eval_offset": train.eval_offset} if train.eval_offset else {}),
-            "guard": config.attack.guard.model_dump(mode="json"), "patience": train.patience,
-            # Only when it runs, so the levels of every trial without it keep their names.
-            **({"certified_eps": config.certify.eps} if config.certify and config.certify.every_epoch else {})}
-
-
 class LevelRun:
-    """Trains `model` (its prunable `weights` under `mask`) for one level of `recipe`, an epoch at a time.
+    """Trains `model` (its prunable `weights` under `mask`) for one level, an epoch at a time.
 
-    The model starts from whatever weights it holds; the run owns its optimiser, its random stream
-    (seeded by the level), the shuffling and augmentation generators and the guard, and `state_dict()`
-    captures all of them with the weights, so a level continues from its last epoch on any machine.
+    It reads the level's spec and nothing else of the trial (trainers/level_spec.py): its recipe, its
+    evaluation, its augmentation, its random stream; `data` is the spec's task and `fastpath` its
+    arithmetic. The model starts from whatever weights it holds; the run owns its optimiser, its random
+    stream, the shuffling and augmentation generators and the guard, and `state_dict()` captures all
+    of them with the weights, so a level continues from its last epoch on any machine.
     """
 
-    def __init__(self, model: nn.Module, forward: nn.Module, weights: dict[str, nn.Parameter], mask: Mask,
-                 data: DataBundle, recipe: Recipe, config: TrialConfig, *, seed: int, fastpath: FastPath,
-                 augment: bool = True):
-        self.model, self.forward, self.data, self.recipe, self.config = model, forward, data, recipe, config
-        self.fastpath = fastpath
+    def __init__(self, level: LevelSpec, model: nn.Module, forward: nn.Module, weights: dict[str, nn.Parameter],
+                 mask: Mask, data: DataBundle, fastpath: FastPath):
+        self.level, self.recipe, self.evaluation = level, level.recipe, level.evaluation
+        self.model, self.forward, self.data, self.fastpath = model, forward, data, fastpath
+        recipe, seed = level.recipe, level.seed_of_stream
         self.device = data.train_x.device
         self.mask = mask
         self.sparsity = mask.sparsity()
         self.apply_mask = MaskApplier(weights, mask)
         self.apply_mask()
         info = data.info
-        self.augmentation = Augmentation(info.crop_padding, info.flip) if augment else Augmentation(0, False)
+        self.augmentation = Augmentation(info.crop_padding, info.flip) if level.augment else Augmentation(0, False)
         self.random = RandomStream(seed, self.device)
         self.shuffle = torch.Generator().manual_seed(seed)
         self.augment_rng = torch.Generator(device=self.device).manual_seed(seed + 1)
@@ -155,7 +109,7 @@ class LevelRun:
         self.optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay,
                                          nesterov=recipe.nesterov and recipe.momentum > 0)
-        self.guard = OverfittingGuard(config.attack.guard, config.attack.eval)
+        self.guard = OverfittingGuard(self.evaluation.guard, self.evaluation.attack)
         self.attacks: dict[AttackConfig, Any] = {}
         # The best validation robust accuracy's weights (Rice et al. 2020: robust overfitting).
         self.best: dict[str, Any] | None = None
@@ -177,7 +131,7 @@ class LevelRun:
             return self._run_epoch()
 
     def _run_epoch(self) -> EpochRecord:
-        recipe, train = self.recipe, self.config.train
+        recipe, evaluation = self.recipe, self.evaluation
         result = train_epoch(
             self.forward, self.optimizer, self.data.train_x, self.data.train_y,
             batch_size=recipe.batch_size, attack=self.attack(recipe.regime), after_step=self.apply_mask,
@@ -197,25 +151,24 @@ class LevelRun:
         guard = self.guard.after_epoch(
             recipe.regime, model=self.model, optimizer=self.optimizer, forward=self.forward,
             attack_for=self.attack, images=self.data.train_x, labels=self.data.train_y, fastpath=self.fastpath)
-        first = train.eval_offset
-        n = min(train.eval_examples, self.data.val_x.shape[0] - first)
+        first = evaluation.offset
+        n = min(evaluation.examples, self.data.val_x.shape[0] - first)
         val_x, val_y = self.data.val_x[first:first + n], self.data.val_y[first:first + n]
-        accuracy = evaluate(self.forward, val_x, val_y,
-                            self.attack(self.config.attack.eval), batch_size=train.eval_batch_size,
-                            fastpath=self.fastpath)
-        eval_passes = float(n * (1 + (self.config.attack.eval.steps if is_adversarial(self.config.attack.eval) else 0)))
-        certified, certify = NAN, self.config.certify
-        if certify is not None and certify.every_epoch:
+        accuracy = evaluate(self.forward, val_x, val_y, self.attack(evaluation.attack),
+                            batch_size=evaluation.batch_size, fastpath=self.fastpath)
+        eval_passes = float(n * (1 + (evaluation.attack.steps if is_adversarial(evaluation.attack) else 0)))
+        certified = NAN
+        if evaluation.certified_eps is not None:
             # IBP on the model itself (fp32, unfolded): its bound pass costs about one more pass.
-            certified = certified_accuracy(self.model, to_float(val_x), val_y, certify.eps,
-                                           "ibp", batch_size=train.eval_batch_size)
+            certified = certified_accuracy(self.model, to_float(val_x), val_y, evaluation.certified_eps,
+                                           "ibp", batch_size=evaluation.batch_size)
             eval_passes += n
         record = self._record(result, passes, accuracy.clean, accuracy.robust, time.perf_counter() - start,
                               eval_passes, guard, certified)
         if self.best is None or accuracy.robust > self.best["val_robust_acc"]:
             self.best = {"epoch": self.epoch, "val_robust_acc": accuracy.robust, "weights": snapshot(self.model)}
         fired, action = guard[1], guard[2]
-        stalled = train.patience is not None and self.epoch - self.best["epoch"] >= train.patience
+        stalled = evaluation.patience is not None and self.epoch - self.best["epoch"] >= evaluation.patience
         if self.epoch >= recipe.epochs or (fired and action != "record") or stalled:
             self.status = "completed"
         return record
@@ -233,18 +186,6 @@ class LevelRun:
             passes=passes, eval_passes=eval_passes, val_certified_acc=certified)
         self.records.append(record)
         return record
-
-    def train_to_end(self, progress: dict[str, Any] | None, save_progress, *, what: str) -> list[EpochRecord]:
-        """Train the whole level (a level no trial emits epoch by epoch: pre-training, IMP on a source
-        task), from `progress` when it was interrupted, calling `save_progress(self.state_dict)` after each epoch."""
-        if progress is not None:
-            self.load_state_dict(progress)
-        while not self.done:
-            record = self.run_epoch()
-            if self.status == "diverged":
-                raise UserError(f"{what} diverged (loss {record.train_loss}) in epoch {record.epoch}; lower its lr")
-            save_progress(self.state_dict)
-        return self.records
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

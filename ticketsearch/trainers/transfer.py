@@ -12,35 +12,31 @@ ticket is tested once at its end.
 
 The reference is the dense pre-trained network fine-tuned the same way. The ticket is a double win
 when, under every regime, its standard and robust accuracy are each within `transfer.tolerance` of
-the dense network's. Work that trials share (pre-training, each round of IMP on the source task, the
-dense baseline) is computed once per distinct setting through `shared_cache`, keyed by exactly what
-it depends on; it is not counted among a trial's epochs (its records stay in the cache files).
-
-Drive it like `IMPTrainer`: iterate, `state_dict()` between records, `TransferTrainer(config,
-state=...)` to continue. It never imports Ray.
+the dense network's. Every stretch of training is a level of the plan (trainers/transfer_levels.py:
+pre-training, each round of IMP on the source task, each fine-tuning), run by the one executor
+(trainers/executor.py) and shared by every trial with its setting; the trial's records list them all,
+each with its role (pretrain, find, reference, ticket). This module says how each kind of level
+starts and what the trial concludes. It never imports Ray.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ticketsearch import layout
 from ticketsearch.core.attacks import ATTACKS
 from ticketsearch.core.checkpoint import load_tensors
 from ticketsearch.core.data import DATASETS, DataBundle, task_info
-from ticketsearch.core.fastpath import resolve_fastpath
 from ticketsearch.core.models import ImageClassifier, create_model
 from ticketsearch.core.pretrained import (
     classifier_keys,
     cpu_copy,
-    file_digest,
     fit_weights,
     load_weights_file,
     state_shape,
@@ -48,37 +44,13 @@ from ticketsearch.core.pretrained import (
 )
 from ticketsearch.core.pruning import Mask, MaskApplier, magnitude_prune, prunable_weights, random_mask_like
 from ticketsearch.errors import UserError
-from ticketsearch.spec import AttackConfig, TrialConfig
-from ticketsearch.trainers.engine import load_task
-from ticketsearch.trainers.engine import LevelRun, Recipe, evaluate_test_split, snapshot, stamp
-from ticketsearch.trainers.levels import Level, LevelStore, SaveProgress, train_level
-from ticketsearch.records import NAN, EpochRecord, path_summary
-
-NATURAL = AttackConfig(kind="natural")
-METRICS = ("val_clean_acc", "val_robust_acc", "test_clean_acc", "test_robust_acc")
-
-
-@dataclass(frozen=True)
-class FineTuning:
-    name: str  # the record's phase: finetune_standard | finetune_adversarial
-    regime: AttackConfig
-    lr: float
-
-    @property
-    def short(self) -> str:
-        return self.name.removeprefix("finetune_")
-
-
-def plan_finetuning(config: TrialConfig) -> list[FineTuning]:
-    transfer = config.transfer
-    return [FineTuning("finetune_standard", NATURAL, transfer.standard_lr or config.train.lr) if regime == "standard"
-            else FineTuning("finetune_adversarial", config.attack.train, config.train.lr)
-            for regime in transfer.finetune]
-
-
-def planned_epochs(config: TrialConfig) -> int:
-    return config.train.epochs * len(config.transfer.finetune)
-
+from ticketsearch.spec import TrialConfig
+from ticketsearch.records import NAN, path_summary
+from ticketsearch.trainers.engine import LevelRun, snapshot
+from ticketsearch.trainers.executor import LevelTrainer
+from ticketsearch.trainers.level_spec import LevelSpec, Step
+from ticketsearch.trainers.transfer_levels import METRICS, plan_finetuning, plan_levels
+from ticketsearch.trainers.levels import LevelStore
 
 def summary_defaults(config: TrialConfig) -> dict[str, Any]:
     """Every summary column a transfer trial ends with, at its value before the trial ends (one
@@ -101,260 +73,162 @@ def double_win(ticket: dict[str, dict[str, float]], dense: dict[str, dict[str, f
     return margin >= 0, margin
 
 
-class TransferTrainer:
-    def __init__(
-        self,
-        config: TrialConfig,
-        data: DataBundle | None = None,
-        *,
-        device: str | torch.device = "cpu",
-        state: dict[str, Any] | None = None,
-        levels: LevelStore | None = None,
-        dense: bool = False,
-        pretrained: tuple[dict[str, Tensor], dict[str, Any]] | None = None,
-    ):
-        self.config = config
-        self.device = torch.device(device)
-        self.store = levels or LevelStore(None)
-        self.dense = dense  # the dense baseline: the same fine-tuning with no mask
-        self.fastpath = resolve_fastpath(config.train.precision, config.train.compile, self.device)
-        self.data = (data if data is not None else load_task(config.data)).to(self.device)
-        info = self.data.info
-        self.phases = plan_finetuning(config)
-        self.phase_index = 0
-        self.run: LevelRun | None = None  # the regime being fine-tuned
-        self.records: list[EpochRecord] = []
-        self.results: dict[str, dict[str, float]] = {}  # regime -> the ticket's accuracies at its end
-        self.dense_results: dict[str, dict[str, float]] = {}  # regime -> the dense baseline's
-        # The dense baseline's own epochs (shared by the trials of its setting): reported beside the trial's.
-        self.dense_records: list[EpochRecord] = []
-        self.status = "running"
-        self._pretrained = pretrained
-        # Epochs, seconds and passes of the shared levels this trial used (pre-training, IMP on the
-        # source, the dense fine-tuning), split by who trained them.
-        self.level_cost = dict.fromkeys((f"{who}_{unit}" for who in ("trained", "reused")
-                                         for unit in ("epochs", "seconds", "passes")), 0.0)
-        if state is None:
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                model, mask, self.provenance = self._build_ticket()
-        else:
-            channels = int(state["init"]["normalize.mean"].shape[1])
-            model = self._new_model(info.num_classes, channels)
-            mask = None
-            self.provenance = dict(state["provenance"])
-        self.model = model.to(self.device, memory_format=self.fastpath.memory_format)
-        self.forward = self.fastpath.forward_module(self.model)  # the model, or its compiled wrapper
-        parameters = dict(self.model.named_parameters())
-        mask_state = state["mask"] if state is not None else mask.state_dict()
-        self.weights = {name: parameters[name] for name in mask_state}
-        self.mask = Mask.from_state_dict(mask_state, self.weights)
-        self.sparsity = self.mask.sparsity()
-        MaskApplier(self.weights, self.mask)()
-        self.init_state = snapshot(self.model)  # the start of every regime: masked pre-trained weights, new head
-        self.ticket_state: dict[str, Any] | None = None
+class TransferTrainer(LevelTrainer):
+    """The plan of `plan_levels` on the one executor (trainers/executor.py): how each kind of level
+    starts, and the double-win summary."""
+
+    def __init__(self, config: TrialConfig, data: DataBundle | None = None, *, device: str | torch.device = "cpu",
+                 state: dict[str, Any] | None = None, levels: LevelStore | None = None):
+        super().__init__(config, plan_levels(config), data, device=device, levels=levels)
+        self.data = self.task(config.data)
+        self.fastpath = self.fastpath_of(self.plan[-1].level)
+        self._pretrained: dict[str, Tensor] | None = None  # the dense pre-trained state dict, on the CPU
+        self._model: ImageClassifier | None = None  # the downstream network every fine-tuning trains
+        self.provenance: dict[str, Any] = {"pretrained": self._describe_source()}
+        if config.transfer.pretrained.pretrain is None:
+            self._downstream_model()  # a file or published weights that do not fit fail before any training
+            if config.transfer.ticket == "files":
+                self._files_mask()
         if state is not None:
             self.load_state_dict(state)
 
-    # ---------------------------------------------------------------- driving
-    @property
-    def done(self) -> bool:
-        return self.status != "running"
+    # ---------------------------------------------------------------- how levels start
+    def start(self, step: Step) -> LevelRun:
+        level = step.level
+        if level.kind == "pretrain":
+            source = self.task(level.data)
+            info = source.info
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(level.seed)
+                model = self._new_model(info.num_classes, info.channels, info.mean, info.std)
+            model = model.to(self.device, memory_format=self.fastpath.memory_format)
+            weights = prunable_weights(model)
+            return LevelRun(level, model, model, weights, Mask.ones(weights), source, self.fastpath)
+        if level.kind == "source_round":
+            source, model = self.task(level.data), self._source_model()
+            if model.classifier.out_features != source.info.num_classes:
+                raise UserError(f"transfer.source: the pre-trained classifier has {model.classifier.out_features} "
+                                f"classes, {level.data.dataset} has {source.info.num_classes}; IMP runs on the task "
+                                "it was trained on")
+            weights = self._prunable(model)
+            pruned = level.parent is not None and level.parent.kind == "source_round"
+            mask = self._imp_mask(level, model) if pruned else Mask.ones(weights)
+            model.load_state_dict(self._pretrained_state())  # every round rewinds to the pre-trained weights
+            return LevelRun(level, model, model, weights, mask, source, self.fastpath)
+        model, mask = self._finetune_start(level)
+        return LevelRun(level, model, self._forward, self._prunable(model), mask, self.data, self.fastpath)
 
-    @property
-    def phase(self) -> FineTuning:
-        return self.phases[min(self.phase_index, len(self.phases) - 1)]
+    def _finetune_model(self, level: LevelSpec) -> ImageClassifier:
+        """The downstream network holding the pre-trained weights, with its new classifier drawn from the
+        trial seed alone (so the ticket and the dense network start alike)."""
+        model = self._downstream_model()
+        model.load_state_dict({**model.state_dict(), **self._start_body})
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(level.seed)
+            model.classifier.reset_parameters()
+        return model
 
-    def __iter__(self):
-        while not self.done:
-            yield self.next_record()
-
-    @property
-    def ticket_epoch(self) -> int:
-        """Epochs of the ticket fine-tuned so far, every regime counted."""
-        return len(self.records)
-
-    def _start_regime(self) -> LevelRun:
-        """Fine-tuning under the current regime, from the masked pre-trained weights; the seed depends
-        on the regime alone, so the ticket and the dense baseline draw the same batches."""
-        phase, train = self.phase, self.config.train
-        self.model.load_state_dict(self.init_state)
-        recipe = Recipe.of(self.config, phase.regime, train.epochs, phase.lr)
-        return LevelRun(self.model, self.forward, self.weights, self.mask, self.data, recipe, self.config,
-                        seed=train.seed + 1000 * self.phase_index, fastpath=self.fastpath,
-                        augment=self.config.data.augment)
-
-    def next_record(self) -> EpochRecord:
-        """Fine-tune and evaluate one epoch; at the end of the last regime, compare with dense."""
-        if self.done:
-            raise StopIteration
-        if self.run is None:
-            self.run = self._start_regime()
-        record = stamp([self.run.run_epoch()], round_=self.provenance.get("ticket_round", 0), phase=self.phase.name,
-                       first_global=len(self.records) + 1, reused=False)[0]
-        self.records.append(record)
-        if self.run.status == "diverged":
-            self.status = "diverged"
-        elif self.run.done:
-            self._end_phase(record)
-        return record
-
-    def _end_phase(self, last: EpochRecord) -> None:
-        """Test this regime's ticket once and keep its numbers; after the last regime, compare with dense."""
-        self.results[self.phase.short] = {"val_clean_acc": last.val_clean_acc, "val_robust_acc": last.val_robust_acc,
-                                          **evaluate_test_split(self.model, self.data, self.config)}
-        self.ticket_state = {"weights": snapshot(self.model), "mask": self.mask.state_dict()}
-        self.phase_index += 1
-        self.run = None
-        if self.phase_index >= len(self.phases):
-            if not self.dense:
-                self._compare_with_dense()
-            self.status = "completed"
-
-    # ---------------------------------------------------------------- the dense reference
-    def _compare_with_dense(self) -> None:
-        value, reused = train_level(self.store, Level("finetune_dense", self._dense_key()), self._run_dense)
-        self.dense_results = {regime: dict(numbers) for regime, numbers in value["results"].items()}
-        self.dense_records = [EpochRecord.from_dict(r) for r in value["records"]]
-        self.provenance["dense_reused"] = reused
-        _count(self.level_cost, value["records"], reused)
-
-    def _run_dense(self, progress: dict[str, Any] | None, save_progress: SaveProgress) -> dict[str, Any]:
-        dense = TransferTrainer(self.config, self.data, device=self.device, dense=True, state=progress,
-                                pretrained=self._pretrained_weights())
-        for _ in dense:
-            save_progress(dense.state_dict)
-        results = dense.results if dense.status == "completed" else {
-            phase.short: dict.fromkeys(METRICS, NAN) for phase in dense.phases}
-        return {"results": results, "status": dense.status, "records": [r.as_dict() for r in dense.records]}
-
-    def _dense_key(self) -> dict[str, Any]:
-        c = self.config
-        return {"pretrained": self._pretrained_key(), "data": c.data.model_dump(mode="json"),
-                "model": c.model.model_dump(mode="json"), "train": c.train.model_dump(mode="json"),
-                "attack": c.attack.model_dump(mode="json"), "finetune": list(c.transfer.finetune),
-                "standard_lr": c.transfer.standard_lr, "test_eval": c.trainer.test_eval,
-                **({"certify": c.certify.model_dump(mode="json")} if c.certify else {})}
-
-    # ---------------------------------------------------------------- building the ticket
-    def _build_ticket(self) -> tuple[ImageClassifier, Mask, dict[str, Any]]:
-        """(downstream model holding the pre-trained weights and a new classifier, mask, provenance)."""
-        config = self.config
-        state, provenance = self._pretrained_weights()
-        channels, source_classes = state_shape(state)
-        if self.data.info.channels not in (1, channels):
-            raise UserError(f"data.dataset: {config.data.dataset} has {self.data.info.channels} channels; the "
-                            f"pre-trained network takes {channels} (or grey images, repeated)")
-        model = self._new_model(source_classes, channels)
-        fit_weights(model, state, self._weights_field(), f"model.arch {config.model.arch} width {config.model.width:g}")
-        if self.dense:
-            mask, round_ = Mask.ones(self._prunable(model)), 0
-        else:
-            mask, round_, found = self._ticket_mask(model, state)
-            provenance.update(found)
-        provenance["ticket_round"] = round_
-        # The new head is drawn from the trial seed alone, so ticket and dense baseline start alike.
-        torch.manual_seed(config.train.seed)
-        model.replace_classifier(self.data.info.num_classes)
-        return model, mask, provenance
-
-    def _ticket_mask(self, model: ImageClassifier, pretrained: dict[str, Tensor]) -> tuple[Mask, int, dict[str, Any]]:
-        config, transfer, prune = self.config, self.config.transfer, self.config.prune
-        if transfer.ticket == "files":
-            return self._ticket_from_files(model)
+    def _finetune_start(self, level: LevelSpec) -> tuple[ImageClassifier, Mask]:
+        """The downstream network as the fine-tuning starts, and the level's mask."""
+        model = self._finetune_model(level)
         weights = self._prunable(model)
-        if transfer.ticket == "imp":
-            mask_state, records, reused = self._imp_on_source(pretrained)
-            mask = Mask.ones(weights) if mask_state is None else Mask.from_state_dict(mask_state, weights)
-            return mask, prune.rounds, {
-                "find_seconds": sum(r["epoch_seconds"] for r in records),
-                "imp_reused": prune.rounds > 0 and reused == prune.rounds, "imp_rounds_reused": reused,
-                "source_val_clean_acc": records[-1]["val_clean_acc"] if records else NAN,
-                "source_val_robust_acc": records[-1]["val_robust_acc"] if records else NAN}
-        oneshot = magnitude_prune(weights, Mask.ones(weights), prune.sparsity_after(prune.rounds), prune.scope,
-                                  allow_empty_layers=prune.allow_empty_layers)
-        if transfer.ticket == "random":
-            generator = torch.Generator().manual_seed(config.train.seed)
-            return random_mask_like(oneshot, generator), prune.rounds, {}
-        return oneshot, prune.rounds, {}
+        if level.mask == "ones":
+            return model, Mask.ones(weights)
+        if level.mask.startswith("files:"):
+            return model, self._files_mask()
+        if level.mask == "imp":
+            if level.parent is None or level.parent.kind != "source_round":  # no round: every weight
+                return model, Mask.ones(weights)
+            return model, Mask.from_state_dict(self._imp_mask(level, self._source_model()).state_dict(), weights)
+        prune = self.config.prune
+        mask = magnitude_prune(weights, Mask.ones(weights), prune.sparsity_after(prune.rounds), prune.scope,
+                               allow_empty_layers=prune.allow_empty_layers)
+        if level.mask == "random":
+            mask = random_mask_like(mask, torch.Generator().manual_seed(level.seed))
+        return model, mask
 
-    def _ticket_from_files(self, model: ImageClassifier) -> tuple[Mask, int, dict[str, Any]]:
+    def _imp_mask(self, level: LevelSpec, model: ImageClassifier) -> Mask:
+        """The parent round's mask, pruned by magnitude of the weights it trained (`model`: a source network)."""
+        parent = self._result(level.parent)
+        model.load_state_dict(parent["weights"])
+        weights = self._prunable(model)
+        pruning = level.pruning
+        return magnitude_prune(weights, Mask.from_state_dict(parent["mask"], weights), pruning.ratio, pruning.scope,
+                               allow_empty_layers=pruning.allow_empty_layers)
+
+    def _files_mask(self) -> Mask:
+        """A previous search's ticket (transfer.ticket_dir) as a mask of the downstream network."""
+        model = self._downstream_model()
         directory = Path(self.config.transfer.ticket_dir).expanduser()
-        if not (directory / "manifest.json").is_file():
+        if not layout.ticket_manifest(directory).is_file():
             raise UserError(f"transfer.ticket_dir: {directory} is not a ticket directory (no manifest.json)")
-        manifest = json.loads((directory / "manifest.json").read_text())
+        manifest = json.loads(layout.ticket_manifest(directory).read_text())
         theirs, ours = manifest.get("model", {}), self.config.model
         if (theirs.get("arch"), float(theirs.get("width", NAN)), theirs.get("depth")) != (ours.arch, ours.width, ours.depth):
             raise UserError(f"transfer.ticket_dir: the ticket is {theirs.get('arch')} width {theirs.get('width')} "
                             f"depth {theirs.get('depth')}; model here is {ours.arch} width {ours.width:g} depth {ours.depth}")
-        state = load_tensors(directory / "mask.pt")
+        state = load_tensors(layout.ticket_mask(directory))
         head = set(classifier_keys(model))
         parameters = dict(model.named_parameters())
         state = {name: m for name, m in state.items() if name not in head}
         unknown = sorted(set(state) - set(parameters))
         if unknown:
             raise UserError(f"transfer.ticket_dir: {directory / 'mask.pt'} masks {unknown[0]}, which the model has not")
-        mask = Mask.from_state_dict(state, {name: parameters[name] for name in state})
-        rounds = int(manifest.get("config", {}).get("prune", {}).get("rounds", 0))
-        return mask, rounds, {"ticket_sparsity_in_source": float(manifest.get("sparsity", NAN))}
+        self.provenance["ticket_sparsity_in_source"] = float(manifest.get("sparsity", NAN))
+        return Mask.from_state_dict(state, {name: parameters[name] for name in state})
 
-    def _imp_on_source(self, pretrained: dict[str, Tensor]) -> tuple[dict[str, Tensor] | None, list[dict], int]:
-        """IMP on the source task from the pre-trained weights, rewinding to them every round: (the mask
-        after prune.rounds rounds, None for no round; every round's records; how many rounds came from
-        the cache). Each round is a shared value of its own, keyed by the rounds before it, so trials
-        that prune to different depths share the rounds they have in common: a grid over sparsity
-        costs one IMP path, not one per sparsity."""
-        mask_state, records, reused = None, [], 0
-        setup = functools.cache(lambda: self._imp_setup(pretrained))  # data and network: only if a round runs here
-        for round_ in range(self.config.prune.rounds):
-            value, was_reused = train_level(
-                self.store, Level("source_imp", self._imp_key(round_)),
-                lambda progress, save, r=round_, before=mask_state: self._imp_round(
-                    *setup(), pretrained, before, r, progress, save))
-            mask_state, records, reused = value["mask"], records + value["records"], reused + was_reused
-            _count(self.level_cost, value["records"], was_reused)
-        return mask_state, records, reused
+    # ---------------------------------------------------------------- networks
+    def _pretrained_state(self) -> dict[str, Tensor]:
+        """The dense pre-trained state dict (CPU): a file, torchvision's weights, or the pre-training level's."""
+        if self._pretrained is None:
+            source = self.config.transfer.pretrained
+            if source.file is not None:
+                self._pretrained = load_weights_file(source.file, "transfer.pretrained.file")
+            elif source.torchvision is not None:
+                self._pretrained = torchvision_weights(self.config.model.arch, source.torchvision,
+                                                       "transfer.pretrained.torchvision")
+            else:
+                self._pretrained = cpu_copy(self._result(self.plan[0].level)["weights"])
+        return self._pretrained
 
-    def _imp_setup(self, pretrained: dict[str, Tensor]) -> tuple[DataBundle, ImageClassifier, dict[str, nn.Parameter]]:
-        """(source task on the device, the source network, its prunable weights)."""
-        transfer = self.config.transfer
-        source = load_task(transfer.source).to(self.device)
-        channels, classes = state_shape(pretrained)
-        if classes != source.info.num_classes:
-            raise UserError(f"transfer.source: the pre-trained classifier has {classes} classes, "
-                            f"{transfer.source.dataset} has {source.info.num_classes}; IMP runs on the task it was trained on")
+    def _source_model(self) -> ImageClassifier:
+        """A network of the pre-trained one's shape (its classes), holding its weights."""
+        channels, classes = state_shape(self._pretrained_state())
         model = self._new_model(classes, channels)
-        model.load_state_dict(pretrained)
-        model = model.to(self.device, memory_format=self.fastpath.memory_format)
-        return source, model, self._prunable(model)
+        model.load_state_dict(self._pretrained_state())
+        return model.to(self.device, memory_format=self.fastpath.memory_format)
 
-    def _imp_round(self, source: DataBundle, model: ImageClassifier, weights: dict[str, nn.Parameter],
-                   pretrained: dict[str, Tensor], before: dict[str, Tensor] | None, round_: int,
-                   progress: dict[str, Any] | None, save_progress: SaveProgress) -> dict[str, Any]:
-        """One IMP round: rewind to the pre-trained weights under the mask `before`, train, prune. Its
-        random stream is seeded by the round alone: the level is shared, so it must not depend on who
-        trains it or on which earlier rounds were reused."""
-        config, prune, train = self.config, self.config.prune, self.config.train
-        mask = Mask.ones(weights) if before is None else Mask.from_state_dict(before, weights)
-        model.load_state_dict(pretrained)
-        recipe = Recipe.of(config, prune.find_with or NATURAL, config.find_epochs, prune.find_lr or train.lr)
-        run = LevelRun(model, model, weights, mask, source, recipe, config, seed=train.seed + round_,
-                       fastpath=self.fastpath, augment=config.transfer.source.augment)
-        records = run.train_to_end(progress, save_progress, what=f"IMP round {round_} on {source.info.name}")
-        mask = magnitude_prune(weights, mask, prune.ratio, prune.scope, allow_empty_layers=prune.allow_empty_layers)
-        return {"mask": mask.state_dict(),
-                "records": [r.as_dict() for r in stamp(records, round_=round_, phase="find", first_global=1, reused=False)]}
+    def _downstream_model(self) -> ImageClassifier:
+        """The network every fine-tuning trains: the pre-trained one's shape with a classifier for `data`."""
+        if self._model is None:
+            config, state = self.config, self._pretrained_state()
+            channels, source_classes = state_shape(state)
+            if self.data.info.channels not in (1, channels):
+                raise UserError(f"data.dataset: {config.data.dataset} has {self.data.info.channels} channels; the "
+                                f"pre-trained network takes {channels} (or grey images, repeated)")
+            model = self._new_model(source_classes, channels)
+            fit_weights(model, state, self._weights_field(), f"model.arch {config.model.arch} width {config.model.width:g}")
+            head = set(classifier_keys(model))
+            # The pre-trained body as it fits this network: where every fine-tuning starts.
+            self._start_body = {k: v for k, v in snapshot(model).items() if k not in head}
+            model.replace_classifier(self.data.info.num_classes)
+            self._model = model.to(self.device, memory_format=self.fastpath.memory_format)
+            self._forward = self.fastpath.forward_module(self._model)  # the model, or its compiled wrapper
+        return self._model
 
-    def _imp_key(self, round_: int) -> dict[str, Any]:
-        """What IMP's round `round_` (0-based) depends on: everything IMP reads except prune.rounds."""
-        c = self.config
-        t = c.train
-        return {"pretrained": self._pretrained_key(), "source": c.transfer.source.model_dump(mode="json"),
-                "model": c.model.model_dump(mode="json"),
-                "prune": c.prune.model_dump(mode="json", exclude={"control", "rounds"}), "round": round_,
-                "prune_linear": c.transfer.prune_linear,
-                "epochs": c.find_epochs, "lr": c.prune.find_lr or t.lr,
-                "train": t.model_dump(mode="json", exclude={"epochs", "lr", "test_examples"}),
-                "eval": c.attack.eval.model_dump(mode="json")}
+    @property
+    def model(self) -> ImageClassifier:
+        return self._downstream_model()
+
+    def test_model(self, step: Step) -> nn.Module:
+        return self._downstream_model()
+
+    def tested(self, step: Step) -> bool:
+        return step.role in ("ticket", "reference")
+
+    def kept_weights(self) -> set[str]:
+        kept = super().kept_weights()
+        return kept | {self.plan[0].level.name} if self.config.transfer.pretrained.pretrain else kept
 
     def _prunable(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """Conv weights (and hidden linear ones with prune_linear) less prune.exclude; never the head."""
@@ -363,134 +237,117 @@ class TransferTrainer:
             return weights
         return {name: w for name, w in weights.items() if w.dim() == 4}
 
-    # ---------------------------------------------------------------- pre-trained weights
-    def _pretrained_weights(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """(the dense pre-trained state dict on the CPU, where it came from)."""
-        if self._pretrained is not None:
-            return self._pretrained[0], dict(self._pretrained[1])
-        source = self.config.transfer.pretrained
-        if source.file is not None:
-            state, described = load_weights_file(source.file, "transfer.pretrained.file"), f"file:{source.file}"
-            extra: dict[str, Any] = {}
-        elif source.torchvision is not None:
-            state = torchvision_weights(self.config.model.arch, source.torchvision, "transfer.pretrained.torchvision")
-            described, extra = f"torchvision:{self.config.model.arch}.{source.torchvision}", {}
-        else:
-            value, reused = train_level(self.store, Level("pretrain", self._pretrained_key()), self._pretrain)
-            records = value["records"]
-            _count(self.level_cost, records, reused)
-            state, described = value["model"], f"pretrain:{self.config.transfer.source.dataset}"
-            extra = {"pretrain_reused": reused, "pretrain_seconds": sum(r["epoch_seconds"] for r in records),
-                     "pretrain_val_clean_acc": records[-1]["val_clean_acc"],
-                     "pretrain_val_robust_acc": records[-1]["val_robust_acc"]}
-        self._pretrained = (state, {"pretrained": described, **extra})
-        return self._pretrained[0], dict(self._pretrained[1])
-
-    def _pretrained_key(self) -> dict[str, Any]:
-        c = self.config
-        source = c.transfer.pretrained
-        if source.file is not None:
-            return {"file_sha256": file_digest(source.file)}
-        if source.torchvision is not None:
-            return {"torchvision": f"{c.model.arch}.{source.torchvision}"}
-        return {"pretrain": source.pretrain.model_dump(mode="json"), "source": c.transfer.source.model_dump(mode="json"),
-                "model": c.model.model_dump(mode="json"), "eval": c.attack.eval.model_dump(mode="json"),
-                "eval_examples": c.train.eval_examples,
-                **({"eval_offset": c.train.eval_offset} if c.train.eval_offset else {})}
-
-    def _pretrain(self, progress: dict[str, Any] | None, save_progress: SaveProgress) -> dict[str, Any]:
-        """Train the network from scratch on the source task (seeded by pretrain.seed)."""
-        config, pretrain = self.config, self.config.transfer.pretrained.pretrain
-        source = load_task(config.transfer.source).to(self.device)
-        info = source.info
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(pretrain.seed)
-            model = self._new_model(info.num_classes, info.channels, info.mean, info.std).to(
-                self.device, memory_format=self.fastpath.memory_format)
-        recipe = Recipe(pretrain.regime, pretrain.epochs, pretrain.lr, pretrain.schedule, pretrain.batch_size,
-                        pretrain.momentum, pretrain.weight_decay, False)
-        weights = prunable_weights(model)
-        run = LevelRun(model, model, weights, Mask.ones(weights), source, recipe, config, seed=pretrain.seed,
-                       fastpath=self.fastpath, augment=config.transfer.source.augment)
-        records = run.train_to_end(progress, save_progress, what=f"pre-training on {info.name}")
-        return {"model": cpu_copy(model.state_dict()),
-                "records": [r.as_dict() for r in stamp(records, round_=0, phase="pretrain", first_global=1, reused=False)]}
-
-    def _weights_field(self) -> str:
-        source = self.config.transfer.pretrained
-        return f"transfer.pretrained.file {source.file}" if source.file else "transfer.pretrained"
-
-    # ---------------------------------------------------------------- pieces
     def _new_model(self, num_classes: int, channels: int, mean=None, std=None) -> ImageClassifier:
         m = self.config.model
         return create_model(m.arch, width=m.width, depth=m.depth, num_classes=num_classes, in_channels=channels,
                             mean=mean or (0.0,) * channels, std=std or (1.0,) * channels, input_size=m.input_size)
 
+    def _describe_source(self) -> str:
+        source, c = self.config.transfer.pretrained, self.config
+        if source.file is not None:
+            return f"file:{source.file}"
+        if source.torchvision is not None:
+            return f"torchvision:{c.model.arch}.{source.torchvision}"
+        return f"pretrain:{c.transfer.source.dataset}"
+
+    def _weights_field(self) -> str:
+        source = self.config.transfer.pretrained
+        return f"transfer.pretrained.file {source.file}" if source.file else "transfer.pretrained"
+
     # ---------------------------------------------------------------- results
+    @property
+    def mask(self) -> Mask:
+        """The ticket's mask (every weight before the ticket's fine-tuning has started)."""
+        weights = self._prunable(self._downstream_model())
+        held = self._result(self.plan[-1].level)
+        if self.run is not None and self.plan[self.position].role == "ticket":
+            return self.run.mask
+        return Mask.from_state_dict(held["mask"], weights) if held else Mask.ones(weights)
+
+    @property
+    def weights(self) -> dict[str, nn.Parameter]:
+        return self._prunable(self._downstream_model())
+
+    @property
+    def sparsity(self) -> float:
+        return self.mask.sparsity()
+
+    @property
+    def init_state(self) -> dict[str, Tensor]:
+        """Where the finished ticket's fine-tuning started: the masked pre-trained weights and the new
+        classifier."""
+        level = self.plan[-1].level
+        model = self._finetune_model(level)
+        MaskApplier(self._prunable(model), Mask.from_state_dict(self._result(level)["mask"], self._prunable(model)))()
+        return snapshot(model)
+
+    @property
+    def ticket_state(self) -> dict[str, Any] | None:
+        result = self.results.get(self.plan[-1].level.name) if self.done else None
+        return None if result is None else {"weights": result["weights"], "mask": result["mask"]}
+
+    def regime_results(self, role: str) -> dict[str, dict[str, float]]:
+        """regime -> the last validation accuracies and the test figures of the role's fine-tuning."""
+        out = {}
+        for step in self.plan:
+            records = self.records_of(step.level) if step.role == role else []
+            if records and self._result(step.level) is not None:
+                out[step.phase.removeprefix("finetune_")] = {
+                    "val_clean_acc": records[-1].val_clean_acc, "val_robust_acc": records[-1].val_robust_acc,
+                    **self.test_of(step.level)}
+        return out
+
+    @property
+    def dense_results(self) -> dict[str, dict[str, float]]:
+        return self.regime_results("reference")
+
     def summary(self) -> dict[str, Any]:
-        """Trial-level numbers: the IMP trainer's columns where they apply, per-regime accuracies of the
-        ticket and of the dense network, and the double-win verdict."""
-        out: dict[str, Any] = {"status": self.status, **path_summary(self.records),
-                               **{k: v for k, v in self.provenance.items() if k != "ticket_round"}}
-        for key, value in self.level_cost.items():  # the shared levels' epochs: trained here or reused
-            out[key] += value
-        for regime, numbers in self.results.items():
+        """Trial-level numbers: the path's progress and cost, what it was found from, per-regime
+        accuracies of the ticket and of the dense network, and the double-win verdict."""
+        out: dict[str, Any] = {"status": self.status, **path_summary(self.records), **self.provenance}
+        by_level = {}
+        for record in self.records:
+            by_level.setdefault((record.role, record.level), []).append(record)
+        rounds = [rs for (role, _), rs in by_level.items() if role == "find"]
+        reused_rounds = sum(all(r.reused for r in rs) for rs in rounds)
+        find = [r for rs in rounds for r in rs]
+        out.update(find_seconds=sum(r.epoch_seconds for r in find), imp_rounds_reused=reused_rounds,
+                   imp_reused=bool(rounds) and reused_rounds == len(rounds) == self.config.prune.rounds,
+                   source_val_clean_acc=find[-1].val_clean_acc if find else NAN,
+                   source_val_robust_acc=find[-1].val_robust_acc if find else NAN)
+        pretrain = [r for r in self.records if r.role == "pretrain"]
+        if pretrain:
+            out.update(pretrain_reused=all(r.reused for r in pretrain),
+                       pretrain_seconds=sum(r.epoch_seconds for r in pretrain),
+                       pretrain_val_clean_acc=pretrain[-1].val_clean_acc,
+                       pretrain_val_robust_acc=pretrain[-1].val_robust_acc)
+        dense = [r for r in self.records if r.role == "reference"]
+        out["dense_reused"] = bool(dense) and all(r.reused for r in dense)
+        results, dense_results = self.regime_results("ticket"), self.dense_results
+        for regime, numbers in results.items():
             out.update({f"{regime}_{k}": v for k, v in numbers.items() if k in METRICS})
-        for regime, numbers in self.dense_results.items():
+        for regime, numbers in dense_results.items():
             out.update({f"dense_{regime}_{k}": v for k, v in numbers.items() if k in METRICS})
-        if self.results:  # the last regime's test numbers fill the columns every trainer has
-            final = self.results[self.phases[-1].short] if self.phases[-1].short in self.results else {}
-            out.update({k: v for k, v in final.items() if k.startswith("test_")})
-        if self.dense_results and len(self.results) == len(self.phases):
+        last = self.plan[-1].phase.removeprefix("finetune_")
+        if last in results:  # the last regime's test numbers fill the columns every trainer has
+            out.update({k: v for k, v in results[last].items() if k.startswith("test_")})
+        phases = plan_finetuning(self.config)
+        if len(dense_results) == len(results) == len(phases):
             tolerance = self.config.transfer.tolerance
-            _, out["double_win_margin"] = double_win(self.results, self.dense_results, tolerance, "val")
+            _, out["double_win_margin"] = double_win(results, dense_results, tolerance, "val")
             split = "test" if self.config.trainer.test_eval else "val"
-            out["double_win"], out["double_win_test_margin"] = double_win(self.results, self.dense_results, tolerance, split)
+            out["double_win"], out["double_win_test_margin"] = double_win(results, dense_results, tolerance, split)
             out["double_win_split"] = split
         return out
 
     def sparsity_report(self):
         return self.mask.report()
 
-    # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "config_hash": self.config.content_hash(),
-            "mask": self.mask.state_dict(),
-            "init": self.init_state,
-            "rewind": None,
-            "ticket": self.ticket_state,
-            "position": {"phase_index": self.phase_index, "status": self.status},
-            "run": None if self.run is None else self.run.state_dict(),
-            "records": [r.as_dict() for r in self.records],
-            "results": self.results,
-            "dense_results": self.dense_results,
-            "dense_records": [r.as_dict() for r in self.dense_records],
-            "provenance": self.provenance,
-            "level_cost": self.level_cost,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.init_state = {k: v.to(self.device) for k, v in state["init"].items()}
-        self.model.load_state_dict(self.init_state)
-        self.ticket_state = state["ticket"]
-        position = state["position"]
-        self.phase_index, self.status = position["phase_index"], position["status"]
-        self.records = [EpochRecord.from_dict(r) for r in state["records"]]
-        self.results = {k: dict(v) for k, v in state["results"].items()}
-        self.dense_results = {k: dict(v) for k, v in state["dense_results"].items()}
-        self.dense_records = [EpochRecord.from_dict(r) for r in state["dense_records"]]
-        self.level_cost = dict(state["level_cost"])
-        if state["run"] is not None:
-            self.run = self._start_regime()
-            self.run.load_state_dict(state["run"])
-
-
-def _count(cost: dict[str, float], records: list[dict[str, Any]], reused: bool) -> None:
-    who = "reused" if reused else "trained"
-    cost[f"{who}_epochs"] += len(records)
-    cost[f"{who}_seconds"] += sum(r["epoch_seconds"] for r in records)
-    cost[f"{who}_passes"] += sum(r.get("passes", 0.0) for r in records)
+        """The executor's state, with the ticket (and where it started) once it is finished."""
+        ticket = self.ticket_state
+        return {**super().state_dict(), "ticket": ticket, "rewind": None,
+                "init": self.init_state if ticket is not None else None}
 
 
 def check(config: TrialConfig) -> None:
@@ -507,5 +364,5 @@ def check(config: TrialConfig) -> None:
     if t.pretrained.file is not None and not Path(t.pretrained.file).expanduser().exists():
         raise UserError(f"transfer.pretrained.file: {t.pretrained.file} does not exist; give a state-dict file, "
                         "a checkpoint.pt or a ticket directory")
-    if t.ticket_dir is not None and not (Path(t.ticket_dir).expanduser() / "manifest.json").is_file():
+    if t.ticket_dir is not None and not layout.ticket_manifest(Path(t.ticket_dir).expanduser()).is_file():
         raise UserError(f"transfer.ticket_dir: {t.ticket_dir} is not a ticket directory (no manifest.json)")
