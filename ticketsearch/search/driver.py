@@ -125,7 +125,7 @@ def run_search(
                 confirmation = _confirmation_tuner(tune, spec, out, trainable, storage, resume,
                                                    run_config(confirm.EXPERIMENT, confirm_stopper))
                 if confirmation is not None:
-                    echo(f"confirming the {config.search.confirm.top} best configurations with "
+                    echo(f"confirming the best completed configurations (up to {config.search.confirm.top}) with "
                          f"{config.search.confirm.seeds} fresh seeds each")
                     confirmation.fit()
                     stopper = confirm_stopper

@@ -1,11 +1,13 @@
 """Trainers: plain Python objects that yield one `EpochRecord` per epoch and save their state.
 
-A trainer is a plan of levels (trainers/levels.py) run by one epoch engine (trainers/engine.py),
-plus a summary. `create_trainer(config, ...)` looks it up by `trainer.name`; `check_config(config)`
-checks every registered name in a trial config (trainer, data set, model, attacks) and the trainer's
-own needs without building anything, so `ticketsearch validate`, `train` and the search driver fail
-before a trial starts. Adding a trainer: its module, one `TRAINERS.register` line here, its spec
-section (spec/sections.py) and its report section (results/report.py).
+A trainer is a plan of levels (`LevelSpec`s in their roles, trainers/level_spec.py), how each kind
+of level starts, and a summary; the one executor (trainers/executor.py) runs every trainer's plan
+through the one epoch engine (trainers/engine.py). `create_trainer(config, ...)` looks it up by
+`trainer.name`; `check_config(config)` checks every registered name in a trial config (trainer, data
+set, model, attacks) and the trainer's own needs without building anything, so `ticketsearch
+validate`, `train` and the search driver fail before a trial starts. Adding a trainer touches three
+files: its module (plan, `LevelTrainer` subclass, summary defaults), one `TRAINERS.register` call here
+and its spec section (spec/); the README's "Adding a trainer" says what each holds.
 """
 
 from __future__ import annotations
