@@ -12,14 +12,11 @@ from ticketsearch.records import COLLAPSE_MARGIN, EpochRecord, collapsed, conver
 from ticketsearch.results.boosting import boosting_lines
 from ticketsearch.trainers import create_trainer
 
-from tiny import tiny_config
+from tiny import epoch_record, tiny_config
 
 
 def record(clean: float, robust: float, epoch: int = 1) -> EpochRecord:
-    return EpochRecord(round=0, phase="", epoch=epoch, global_epoch=epoch, sparsity=0.0, regime="", lr=0.1,
-                       train_loss=1.0, train_acc=0.5, val_clean_acc=clean, val_robust_acc=robust, robust_auc=robust,
-                       epoch_seconds=1.0, eval_seconds=0.0, examples_per_second=0.0, guard_robust_acc=math.nan,
-                       guard_fired=False, guard_action="", passes=100.0)
+    return epoch_record(epoch, robust, clean=clean)
 
 
 def curve(*pairs: tuple[float, float]) -> list[EpochRecord]:

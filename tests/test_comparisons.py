@@ -8,18 +8,11 @@ import math
 import pytest
 
 from ticketsearch.errors import UserError
-from ticketsearch.records import EpochRecord, best_dense, convergence, convergence_gap
+from ticketsearch.records import best_dense, convergence, convergence_gap
 from ticketsearch.trainers import create_trainer
 from ticketsearch.trainers.imp import plan_levels
 
-from tiny import tiny_config
-
-
-def curve(*robust: float, passes: float = 100.0) -> list[EpochRecord]:
-    return [EpochRecord(round=0, phase="", epoch=i, global_epoch=i, sparsity=0.0, regime="", lr=0.1, train_loss=1.0,
-                        train_acc=0.5, val_clean_acc=0.9, val_robust_acc=r, robust_auc=r, epoch_seconds=1.0,
-                        eval_seconds=0.0, examples_per_second=0.0, guard_robust_acc=math.nan, guard_fired=False,
-                        guard_action="", passes=passes) for i, r in enumerate(robust, start=1)]
+from tiny import curve, tiny_config
 
 
 def test_best_dense_targets_the_best_final_accuracy_and_the_fewest_passes_to_it():

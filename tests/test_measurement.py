@@ -13,10 +13,12 @@ import torch
 from ticketsearch.core.attacks import SMALL_START_STD, build_attack, small_gaussian_start
 from ticketsearch.core.models import create_model
 from ticketsearch.core.training_objectives import objective_for
-from ticketsearch.records import EpochRecord, best_dense, convergence, reach, smoothed
+from ticketsearch.records import best_dense, convergence, reach, smoothed
 from ticketsearch.results.trials_table import amortize
 from ticketsearch.spec import AttackConfig
 from ticketsearch.trainers.engine import passes_per_example
+
+from tiny import curve
 
 
 def _net(seed: int = 0) -> torch.nn.Module:
@@ -84,13 +86,6 @@ def test_mart_starts_at_x_plus_a_thousandth_of_gaussian_noise_not_uniform_in_the
 
 
 # ------------------------------------------------------------------------------------------- smoothing
-
-
-def curve(*robust: float, passes: float = 100.0) -> list[EpochRecord]:
-    return [EpochRecord(round=0, phase="", epoch=i, global_epoch=i, sparsity=0.0, regime="", lr=0.1, train_loss=1.0,
-                        train_acc=0.5, val_clean_acc=0.9, val_robust_acc=r, robust_auc=r, epoch_seconds=1.0,
-                        eval_seconds=0.0, examples_per_second=0.0, guard_robust_acc=math.nan, guard_fired=False,
-                        guard_action="", passes=passes) for i, r in enumerate(robust, start=1)]
 
 
 def test_a_lucky_first_epoch_does_not_reach_a_three_epoch_target():

@@ -155,7 +155,10 @@ def plot_speedup_across_space(path, trials: pd.DataFrame, figure_for) -> tuple[s
     figure.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
     figure.savefig(path)
     return ("Speed-up of each finished ticket that reached the reference's robust accuracy, against what the "
-            "search varied; above the dashed line the ticket is faster than the dense network."), None
+            "search varied; above the dashed line the ticket is faster than the dense reference (the spec's "
+            "`reference` settings, one learning rate for every ticket: a speed-up that rises with the ticket's "
+            "learning rate is the learning rate's; the confirmation section compares with dense at the "
+            "ticket's own lr and with the best dense network)."), None
 
 
 def plot_curves_by_sparsity(path, epochs: pd.DataFrame, trials: pd.DataFrame, figure_for,

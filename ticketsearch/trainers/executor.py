@@ -17,6 +17,7 @@ records as an uninterrupted run on CPU. Nothing here imports Ray.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any
 
@@ -33,8 +34,9 @@ from ticketsearch.trainers.level_spec import LevelSpec, Step
 from ticketsearch.trainers.levels import LevelStore
 
 
-class LevelTrainer:
-    """The executor; subclasses give `plan`, `start`, `summary` and optionally the hooks below."""
+class LevelTrainer(ABC):
+    """The executor; a trainer subclasses it with its plan, `start`, `test_model`, `summary` and, where it
+    needs them, the hooks below."""
 
     def __init__(self, config: TrialConfig, plan: list[Step], data: DataBundle | None, *,
                  device: str | torch.device, levels: LevelStore | None):
@@ -56,18 +58,22 @@ class LevelTrainer:
         self.status = "running"
 
     # ---------------------------------------------------------------- what a trainer gives
+    @abstractmethod
     def start(self, step: Step) -> LevelRun:
         """A run of the step's level from the weights and mask it starts from (its parent's result, the
         initialisation, the pre-trained weights)."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def summary(self) -> dict[str, Any]:
+        """Trial-level numbers from the records and the levels' results (a row of trials.parquet)."""
 
     def tested(self, step: Step) -> bool:
         """Whether the trial reports the level's test-split figures (its ticket, its reference)."""
         return step.role == "ticket"
 
+    @abstractmethod
     def test_model(self, step: Step) -> nn.Module:
         """A model of the level's shape, to load its weights into for the test split."""
-        raise NotImplementedError
 
     def on_epoch(self, step: Step, run: LevelRun) -> None:
         """After each epoch this trial trains (IMP keeps the weights its rounds rewind to)."""
